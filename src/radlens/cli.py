@@ -83,6 +83,141 @@ def info(store: Path = typer.Argument(..., help="An embedding store folder.")) -
     Console().print(t)
 
 
+def _tasks(task: list[str], label_column: Optional[str], task_kind: str, single_label: bool, min_class_size: int,
+           exclude_label: list[str]):
+    from radlens.adapters import TaskSpec, task_from_name
+
+    if label_column:
+        return [TaskSpec(label_column, task_kind, column=label_column, single_label_only=single_label,
+                         min_class_size=min_class_size, exclude=tuple(exclude_label))]
+    return [task_from_name(t) for t in (task or ["nih-findings"])]
+
+
+def _study_config(target_sensitivity: float, target_specificity: float, decision: str, n_boot: int, threads: int,
+                  age_bins: str, min_group_size: int, seed: int):
+    import os
+
+    from radlens.evaluate.study import StudyConfig
+
+    os.environ.setdefault("RADLENS_JOBS", str(threads))
+    return StudyConfig(target_sensitivity=target_sensitivity, target_specificity=target_specificity, decision=decision,
+                       n_boot=n_boot, threads=threads, age_bins=tuple(float(b) for b in age_bins.split(",")),
+                       min_group_size=min_group_size, seed=seed)
+
+
+_TASK_OPT = typer.Option([], "--task", "-t", help="Preset task(s): nih-findings (14-finding multi-label), nih-single "
+                                                  "(single-label multi-class). Repeatable.")
+_LABEL_OPT = typer.Option(None, "--label-column", help="Custom task: the label column (instead of --task).")
+_KIND_OPT = typer.Option("multilabel", "--task-kind", help="Custom task: multilabel or multiclass.")
+_SINGLE_OPT = typer.Option(False, "--single-label", help="Custom multiclass task: keep rows with exactly one label.")
+_MINC_OPT = typer.Option(1, "--min-class-size", help="Custom multiclass task: drop classes with fewer rows.")
+_EXCL_OPT = typer.Option([], "--exclude-label", help="Custom task: a label that is not a class (e.g. 'No Finding').")
+_SPLIT_OPT = typer.Option(None, "--split", help="Use only rows of a split: nih-cxr14:eval, or FILE.csv:VALUE.")
+_SENS_OPT = typer.Option(0.9, "--target-sensitivity", min=0.0, max=1.0)
+_SPEC_OPT = typer.Option(0.9, "--target-specificity", min=0.0, max=1.0)
+_DEC_OPT = typer.Option("youden", "--decision", help="Operating point predict applies: youden, sensitivity, specificity.")
+_BOOT_OPT = typer.Option(1000, "--n-boot", min=10, help="Patient bootstrap resamples for CIs.")
+_THR_OPT = typer.Option(1, "--threads", min=1, help="Threads for adapters (1 is fastest on a busy 2-core machine).")
+_AGE_OPT = typer.Option("40,60,80", "--age-bins", help="Age-group boundaries for fairness.")
+_MING_OPT = typer.Option(30, "--min-group-size", help="Subgroups smaller than this are flagged 'small'.")
+_GROUP_OPT = typer.Option("patient_id", "--group-column", help="Patient column: CV folds and CIs resample it.")
+
+
+def _print_rows(rows: list[dict]) -> None:
+    t = Table("task", "encoder", "adapter", "macro AUC", "95% CI", "bal. acc", "ECE→cal", "fit s", "pred s/1k")
+    for r in sorted(rows, key=lambda r: (r["task"], -(r["macro_auc"] or 0))):
+        t.add_row(r["task"], r["encoder"], r["adapter"], f"{r['macro_auc']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                  f"{r['balanced_accuracy']:.3f}", f"{r['ece_uncalibrated']:.3f}→{r['ece_calibrated']:.3f} {r['calibration']}",
+                  f"{r['fit_seconds']:.2f}", f"{r['predict_seconds_per_1000']:.2f}")
+    Console(width=160).print(t)
+
+
+def _print_gaps(gaps: list[dict]) -> None:
+    def f(v: Optional[float]) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    t = Table("task", "encoder", "adapter", "attribute", "groups", "AUC gap", "AUC std", "sens gap", "spec gap",
+              title="fairness: max − min over groups that are not small")
+    for g in gaps:
+        t.add_row(g["task"], g["encoder"], g["adapter"], g["attribute"], f"{g['n_groups_not_small']}/{g['n_groups']}",
+                  f(g["auc_gap"]), f(g["auc_std"]), f(g["sensitivity_gap"]), f(g["specificity_gap"]))
+    Console(width=160).print(t)
+
+
+@app.command()
+def compare(
+    stores: list[Path] = typer.Argument(..., help="Embedding stores (one per encoder), compared on the images they share."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html and results.json."),
+    adapters: str = typer.Option("knn,logreg,svm,rf,mlp,lightgbm", "--adapters", "-a", help="Comma-separated adapters."),
+    task: list[str] = _TASK_OPT, label_column: Optional[str] = _LABEL_OPT, task_kind: str = _KIND_OPT,
+    single_label: bool = _SINGLE_OPT, min_class_size: int = _MINC_OPT, exclude_label: list[str] = _EXCL_OPT,
+    split: Optional[str] = _SPLIT_OPT, target_sensitivity: float = _SENS_OPT, target_specificity: float = _SPEC_OPT,
+    decision: str = _DEC_OPT, n_boot: int = _BOOT_OPT, threads: int = _THR_OPT, age_bins: str = _AGE_OPT,
+    min_group_size: int = _MING_OPT, group_column: str = _GROUP_OPT,
+    metadata_baseline: bool = typer.Option(True, "--metadata-baseline/--no-metadata-baseline",
+                                           help="Add the age+sex+view → logistic regression row."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Every store × every adapter (+ a metadata-only row) → comparison table, report.html, results.json."""
+    from radlens.evaluate.runs import run_compare
+
+    cfg = _study_config(target_sensitivity, target_specificity, decision, n_boot, threads, age_bins, min_group_size, seed)
+    tasks = _tasks(task, label_column, task_kind, single_label, min_class_size, exclude_label)
+    names = [a.strip() for a in adapters.split(",") if a.strip()]
+    with console.status("comparing") as status:
+        payload, _ = run_compare(stores, tasks=tasks, adapters=names, out=out, split=split, cfg=cfg,
+                                 group_column=group_column, metadata_baseline=metadata_baseline, command=_command_line(),
+                                 progress=lambda msg: status.update(f"comparing: {msg}"))
+    _print_rows(payload["rows"])
+    _print_gaps(payload["fairness_gaps"])
+    typer.echo(f"report {out / 'report.html'}; results {out / 'results.json'}")
+
+
+@app.command()
+def train(
+    store: Path = typer.Argument(..., help="An embedding store."),
+    out: Path = typer.Option(..., "--out", "-o", help="Adapter folder to write."),
+    adapter: str = typer.Option("logreg", "--adapter", "-a"),
+    task: list[str] = _TASK_OPT, label_column: Optional[str] = _LABEL_OPT, task_kind: str = _KIND_OPT,
+    single_label: bool = _SINGLE_OPT, min_class_size: int = _MINC_OPT, exclude_label: list[str] = _EXCL_OPT,
+    split: Optional[str] = _SPLIT_OPT, target_sensitivity: float = _SENS_OPT, target_specificity: float = _SPEC_OPT,
+    decision: str = _DEC_OPT, n_boot: int = _BOOT_OPT, threads: int = _THR_OPT, age_bins: str = _AGE_OPT,
+    min_group_size: int = _MING_OPT, group_column: str = _GROUP_OPT, seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train one adapter on a store: nested-CV evaluation, calibration, operating points, then the final fit."""
+    from radlens.evaluate.runs import run_train
+
+    cfg = _study_config(target_sensitivity, target_specificity, decision, n_boot, threads, age_bins, min_group_size, seed)
+    (t,) = _tasks(task[:1], label_column, task_kind, single_label, min_class_size, exclude_label)
+    with console.status(f"training {adapter} on {t.name}"):
+        ad = run_train(store, task=t, adapter=adapter, out=out, split=split, cfg=cfg, group_column=group_column,
+                       command=_command_line())
+    m = ad.meta["cv_metrics"]
+    typer.echo(f"adapter {out}: {adapter} on {t.name}, {len(ad.class_names)} classes, CV macro AUC {m['macro_auc']:.3f} "
+               f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}], calibration {ad.meta['calibration']['method']}, "
+               f"decision at {ad.meta['decision_operating_point']}; report {out / 'report.html'}")
+
+
+@app.command()
+def predict(
+    adapter: Path = typer.Argument(..., help="An adapter folder from `radlens train`."),
+    inputs: list[str] = typer.Argument(..., help="An embedding store, or image files/folders/manifest."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV of probabilities and decisions."),
+    operating_point: Optional[str] = typer.Option(None, "--operating-point", help="youden, sensitivity or specificity "
+                                                  "(default: the one chosen at training)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Encoder weights, when embedding images."),
+    split: Optional[str] = _SPLIT_OPT,
+) -> None:
+    """Probabilities and decisions at the adapter's stored operating point (CSV + summary JSON + HTML)."""
+    from radlens.evaluate.runs import run_predict
+
+    s = run_predict(adapter, inputs, out, kind=operating_point, weights=weights, split=split)
+    typer.echo(f"{s['images']} images predicted ({s['quarantined']} quarantined) at the {s['operating_point']} operating "
+               f"point; {out}")
+    if "evaluation" in s:
+        typer.echo(f"against the inputs' labels: macro AUC {s['evaluation']['macro_auc']:.3f} on {s['evaluation']['rows']} rows")
+
+
 @app.command("train-encoder")
 def train_encoder(
     data: Path = typer.Argument(..., help="NIH ChestX-ray14 folder with manifest.csv (e.g. ../shared/data/nih-cxr14)."),

@@ -60,6 +60,8 @@ def proba_matrix(est: BaseEstimator, X: np.ndarray, task: str, n_classes: int) -
             cols.append(p[:, cl.index(1)] if 1 in cl else np.zeros(len(p)))
         return np.column_stack(cols)
     P = np.asarray(P, dtype=float)
+    if task == "multilabel" and n_classes == 1 and P.shape[1] == 2:  # one label: sklearn treats it as binary
+        return P[:, 1:]
     if task == "multiclass" and P.shape[1] != n_classes:  # a class absent from this training fold
         full = np.zeros((len(P), n_classes))
         full[:, est.classes_] = P

@@ -26,7 +26,7 @@ from radlens.adapters.registry import register_adapter
 
 def n_jobs() -> int:
     """Worker count for adapters that parallelise; RADLENS_JOBS overrides (1 is best on a busy 2-core box)."""
-    return int(os.environ.get("RADLENS_JOBS", min(2, os.cpu_count() or 1)))
+    return int(os.environ.get("RADLENS_JOBS", 1))
 
 
 def set_adapter_params(est: Pipeline, params: dict) -> Pipeline:
@@ -69,11 +69,13 @@ def rf(task: str, seed: int = 0) -> Pipeline:
                                         n_jobs=n_jobs(), random_state=seed), task, ovr=False)
 
 
-@register_adapter("mlp", description="one hidden layer (256), Adam, early stopping",
+@register_adapter("mlp", description="one hidden layer (256), Adam, L2, loss-based stopping",
                   grid=[{"alpha": a} for a in (1e-3, 1e-1)])
 def mlp(task: str, seed: int = 0) -> Pipeline:
-    return _pipe(MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-2, early_stopping=True, n_iter_no_change=5,
-                               max_iter=100, random_state=seed), task, ovr=False)
+    # Stops on the training loss, not on early-stopping accuracy: a held-out accuracy saturates at 1.0
+    # within an epoch on easy small problems and halts training after a handful of steps.
+    return _pipe(MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-2, batch_size=128, max_iter=60, tol=1e-3,
+                               n_iter_no_change=5, random_state=seed), task, ovr=False)
 
 
 @register_adapter("lightgbm", description="gradient-boosted trees (LightGBM), column-subsampled",
