@@ -20,12 +20,15 @@ demo: venv
 	@test -d $(NIH) || { echo "NIH data not found at $(NIH); set SHARED=/path/to/data"; exit 1; }
 	$(VENV)/bin/radlens embed $(NIH) --out $(DEMO)/store
 	$(VENV)/bin/radlens info $(DEMO)/store
+	$(VENV)/bin/radlens compare $(DEMO)/store --split nih-cxr14:eval --task nih-findings --task nih-single \
+		--jobs 2 --out $(DEMO)
 
 test: venv
 	$(PY) -m pytest -q
 
 bench: venv
 	$(PY) bench/embed_throughput.py
+	$(PY) bench/adapter_grid.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

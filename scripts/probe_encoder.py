@@ -33,12 +33,19 @@ CS = (0.003, 0.01, 0.03, 0.1)
 def oof_probs(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, C: float, n_splits: int, seed: int = 0) -> np.ndarray:
     P = np.zeros_like(Y, dtype=float)
     for tr, te in GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(X, groups=groups):
-        for j in range(Y.shape[1]):
-            if Y[tr, j].min() == Y[tr, j].max():
-                P[te, j] = Y[tr, j].mean()
-                continue
-            m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
-            P[te, j] = m.fit(X[tr], Y[tr, j]).predict_proba(X[te])[:, 1]
+        P[te] = fit_predict(X[tr], Y[tr], X[te], C)
+    return P
+
+
+def fit_predict(Xtr: np.ndarray, Ytr: np.ndarray, Xte: np.ndarray, C: float) -> np.ndarray:
+    """One standardised logistic regression per finding; a constant training label predicts its rate."""
+    P = np.zeros((len(Xte), Ytr.shape[1]))
+    for j in range(Ytr.shape[1]):
+        if Ytr[:, j].min() == Ytr[:, j].max():
+            P[:, j] = Ytr[:, j].mean()
+            continue
+        m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
+        P[:, j] = m.fit(Xtr, Ytr[:, j]).predict_proba(Xte)[:, 1]
     return P
 
 
@@ -54,12 +61,7 @@ def nested_probe(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, seed: int = 0
                  for C in CS}
         C = max(inner, key=inner.get)
         chosen.append(C)
-        for j in range(Y.shape[1]):
-            if Y[tr, j].min() == Y[tr, j].max():
-                P[te, j] = Y[tr, j].mean()
-                continue
-            m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
-            P[te, j] = m.fit(X[tr], Y[tr, j]).predict_proba(X[te])[:, 1]
+        P[te] = fit_predict(X[tr], Y[tr], X[te], C)
     return P, chosen
 
 

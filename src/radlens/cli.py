@@ -94,7 +94,7 @@ def _tasks(task: list[str], label_column: Optional[str], task_kind: str, single_
 
 
 def _study_config(target_sensitivity: float, target_specificity: float, decision: str, n_boot: int, threads: int,
-                  age_bins: str, min_group_size: int, seed: int):
+                  age_bins: str, min_group_size: int, seed: int, jobs: int = 1, inner: int = 3):
     import os
 
     from radlens.evaluate.study import StudyConfig
@@ -102,7 +102,7 @@ def _study_config(target_sensitivity: float, target_specificity: float, decision
     os.environ.setdefault("RADLENS_JOBS", str(threads))
     return StudyConfig(target_sensitivity=target_sensitivity, target_specificity=target_specificity, decision=decision,
                        n_boot=n_boot, threads=threads, age_bins=tuple(float(b) for b in age_bins.split(",")),
-                       min_group_size=min_group_size, seed=seed)
+                       min_group_size=min_group_size, seed=seed, jobs=jobs, n_inner=inner)
 
 
 _TASK_OPT = typer.Option([], "--task", "-t", help="Preset task(s): nih-findings (14-finding multi-label), nih-single "
@@ -121,6 +121,8 @@ _THR_OPT = typer.Option(1, "--threads", min=1, help="Threads for adapters (1 is 
 _AGE_OPT = typer.Option("40,60,80", "--age-bins", help="Age-group boundaries for fairness.")
 _MING_OPT = typer.Option(30, "--min-group-size", help="Subgroups smaller than this are flagged 'small'.")
 _GROUP_OPT = typer.Option("patient_id", "--group-column", help="Patient column: CV folds and CIs resample it.")
+_JOBS_OPT = typer.Option(1, "--jobs", min=1, help="Outer CV folds run in this many processes.")
+_INNER_OPT = typer.Option(3, "--inner", min=1, help="Inner search folds (1 = one grouped 80/20 holdout).")
 
 
 def _print_rows(rows: list[dict]) -> None:
@@ -153,7 +155,7 @@ def compare(
     single_label: bool = _SINGLE_OPT, min_class_size: int = _MINC_OPT, exclude_label: list[str] = _EXCL_OPT,
     split: Optional[str] = _SPLIT_OPT, target_sensitivity: float = _SENS_OPT, target_specificity: float = _SPEC_OPT,
     decision: str = _DEC_OPT, n_boot: int = _BOOT_OPT, threads: int = _THR_OPT, age_bins: str = _AGE_OPT,
-    min_group_size: int = _MING_OPT, group_column: str = _GROUP_OPT,
+    min_group_size: int = _MING_OPT, group_column: str = _GROUP_OPT, jobs: int = _JOBS_OPT, inner: int = _INNER_OPT,
     metadata_baseline: bool = typer.Option(True, "--metadata-baseline/--no-metadata-baseline",
                                            help="Add the age+sex+view → logistic regression row."),
     seed: int = typer.Option(0, "--seed"),
@@ -161,7 +163,8 @@ def compare(
     """Every store × every adapter (+ a metadata-only row) → comparison table, report.html, results.json."""
     from radlens.evaluate.runs import run_compare
 
-    cfg = _study_config(target_sensitivity, target_specificity, decision, n_boot, threads, age_bins, min_group_size, seed)
+    cfg = _study_config(target_sensitivity, target_specificity, decision, n_boot, threads, age_bins, min_group_size, seed,
+                        jobs, inner)
     tasks = _tasks(task, label_column, task_kind, single_label, min_class_size, exclude_label)
     names = [a.strip() for a in adapters.split(",") if a.strip()]
     with console.status("comparing") as status:
@@ -182,12 +185,14 @@ def train(
     single_label: bool = _SINGLE_OPT, min_class_size: int = _MINC_OPT, exclude_label: list[str] = _EXCL_OPT,
     split: Optional[str] = _SPLIT_OPT, target_sensitivity: float = _SENS_OPT, target_specificity: float = _SPEC_OPT,
     decision: str = _DEC_OPT, n_boot: int = _BOOT_OPT, threads: int = _THR_OPT, age_bins: str = _AGE_OPT,
-    min_group_size: int = _MING_OPT, group_column: str = _GROUP_OPT, seed: int = typer.Option(0, "--seed"),
+    min_group_size: int = _MING_OPT, group_column: str = _GROUP_OPT, jobs: int = _JOBS_OPT, inner: int = _INNER_OPT,
+    seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train one adapter on a store: nested-CV evaluation, calibration, operating points, then the final fit."""
     from radlens.evaluate.runs import run_train
 
-    cfg = _study_config(target_sensitivity, target_specificity, decision, n_boot, threads, age_bins, min_group_size, seed)
+    cfg = _study_config(target_sensitivity, target_specificity, decision, n_boot, threads, age_bins, min_group_size, seed,
+                        jobs, inner)
     (t,) = _tasks(task[:1], label_column, task_kind, single_label, min_class_size, exclude_label)
     with console.status(f"training {adapter} on {t.name}"):
         ad = run_train(store, task=t, adapter=adapter, out=out, split=split, cfg=cfg, group_column=group_column,

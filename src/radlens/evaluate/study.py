@@ -47,6 +47,7 @@ class StudyConfig:
     min_group_size: int = 30
     seed: int = 0
     threads: int = 1  # BLAS/OpenMP threads for adapters; 1 is fastest on a busy 2-core machine (7x here)
+    jobs: int = 1  # outer CV folds run in parallel processes
 
     def __post_init__(self) -> None:
         if self.decision not in KINDS:
@@ -187,7 +188,8 @@ def _evaluate_adapter(fs: FeatureSet, frame: pd.DataFrame, targets: Targets, tas
                       groups: np.ndarray, cfg: StudyConfig, keep_model: bool) -> tuple[ModelResult, Any]:
     adef = get_adapter(adapter)
     X, y, kind = fs.X, targets.y, task.kind
-    cv: CVResult = nested_cv(adef, X, y, kind, groups, n_outer=cfg.n_outer, n_inner=cfg.n_inner, seed=cfg.seed)
+    cv: CVResult = nested_cv(adef, X, y, kind, groups, n_outer=cfg.n_outer, n_inner=cfg.n_inner, seed=cfg.seed,
+                             jobs=cfg.jobs, threads=cfg.threads)
     K = len(targets.class_names)
     # Headline AUC = mean over outer folds of each fold's macro AUC. Pooling out-of-fold scores across folds
     # is biased low (each fold's model carries its training prevalence, which anti-correlates with its test

@@ -48,6 +48,17 @@ def _table(header: list[str], rows: Iterable[list[str]], left: int = 1, classes:
     return f"<table><tr>{th}</tr>{''.join(body)}</table>"
 
 
+def _write_document(path: Path, title: str, body: list[str]) -> Path:
+    """The page shell, written atomically (temp file + rename)."""
+    doc = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>"
+           f"</head><body>{''.join(body)}</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def _task_section(task: str, results: list[ModelResult], prevalence: dict[str, float]) -> str:
     rows = sorted((r.row() for r in results), key=lambda r: -(r["macro_auc"] or 0))
     base = next((r["macro_auc"] for r in rows if r["encoder"] == "metadata-only"), None)
@@ -123,13 +134,7 @@ def write_report(path: str | Path, results: list[ModelResult], *, title: str, me
             "view → logistic regression) is the bar an encoder must clear.</p>"]
     for task, rs in by_task.items():
         body.append(_task_section(task, rs, prevalence.get(task, {})))
-    doc = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>"
-           f"</head><body>{''.join(body)}</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _write_document(path, title, body)
 
 
 def write_prediction_report(path: str | Path, P: np.ndarray, class_names: list[str], thresholds: np.ndarray,
@@ -151,9 +156,4 @@ def write_prediction_report(path: str | Path, P: np.ndarray, class_names: list[s
                    rows, left=1)]
     if len(P):
         body.append(_img(plots.probability_histograms(P, class_names, thresholds), "probability histograms"))
-    doc = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>"
-           f"</head><body>{''.join(body)}</body></html>")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _write_document(path, title, body)

@@ -29,7 +29,8 @@ def auc_forest(rows: list[dict[str, Any]], title: str, baseline: float | None) -
     lo = pts - np.array([r["ci_low"] for r in rows])
     hi = np.array([r["ci_high"] for r in rows]) - pts
     colors = ["#999999" if r["encoder"] == "metadata-only" else "#1f77b4" for r in rows]
-    ax.errorbar(pts, y, xerr=[lo, hi], fmt="none", ecolor=colors, capsize=3)
+    for yi, p, l, h, c in zip(y, pts, lo, hi, colors):
+        ax.errorbar([p], [yi], xerr=[[l], [h]], fmt="none", ecolor=c, capsize=3)
     ax.scatter(pts, y, c=colors, zorder=3)
     ax.set_yticks(y, [f"{r['encoder']} + {r['adapter']}" for r in rows], fontsize=8)
     ax.axvline(0.5, color="#cccccc", ls=":", lw=1)
@@ -117,7 +118,8 @@ def fairness(rows: list[dict[str, Any]], title: str) -> bytes:
         lo = np.array([np.nan if r["macro_auc_ci_low"] is None else r["macro_auc_ci_low"] for r in rs], dtype=float)
         hi = np.array([np.nan if r["macro_auc_ci_high"] is None else r["macro_auc_ci_high"] for r in rs], dtype=float)
         colors = ["#bbbbbb" if r["small"] else "#1f77b4" for r in rs]
-        ax.errorbar(x, pts, yerr=[np.nan_to_num(pts - lo), np.nan_to_num(hi - pts)], fmt="none", ecolor=colors, capsize=3)
+        for xi, p, l, h, c in zip(x, pts, np.nan_to_num(pts - lo), np.nan_to_num(hi - pts), colors):
+            ax.errorbar([xi], [p], yerr=[[l], [h]], fmt="none", ecolor=c, capsize=3)
         ax.scatter(x, pts, c=colors, zorder=3)
         ax.set_xticks(x, [f"{r['group']}\n(n={r['n_images']})" for r in rs], fontsize=7)
         ax.set_title(a, fontsize=9)
