@@ -49,10 +49,10 @@ on chest radiographs only. It ships inside the package (`{weights}`, {size_mb:.1
 ## Evaluation — linear probe on the evaluation split (never seen in training)
 Protocol: {protocol}. {n_probe} images, {p_probe} patients.
 
-| features | macro AUC (14 findings) |
-|---|---|
-| **radlens-cxr v1 embedding** | **{auc:.3f}** |
-| age + sex + view only (same protocol, same images) | {auc_meta:.3f} |
+| features | macro AUC, pooled out-of-fold (14 findings) | mean of the 5 folds' macro AUCs |
+|---|---|---|
+| **radlens-cxr v1 embedding** | **{auc:.3f}** | **{auc_fold:.3f}** |
+| age + sex + view only (same protocol, same images) | {auc_meta:.3f} | {auc_meta_fold:.3f} |
 
 Per finding (embedding probe): {per_finding}
 
@@ -116,7 +116,8 @@ def main() -> None:
         by_size=", ".join(f"{k} px {v:.3f}" for k, v in cfg["val_macro_auc_by_size"].items()),
         compute=f"{a.compute}; {len(hist)} epochs, {minutes:.0f} min of epoch time (wall time shared with other work)",
         protocol=probe["protocol"], n_probe=probe["images"], p_probe=probe["patients"], auc=probe["encoder"]["macro_auc"],
-        auc_meta=probe["metadata_only"]["macro_auc"],
+        auc_meta=probe["metadata_only"]["macro_auc"], auc_fold=probe["encoder"]["macro_auc_fold_mean"],
+        auc_meta_fold=probe["metadata_only"]["macro_auc_fold_mean"],
         per_finding=", ".join(f"{k} {v:.3f}" for k, v in probe["encoder"]["per_finding_auc"].items()))
     (PACKAGED_WEIGHTS / "MODEL_CARD.md").write_text(card)
     (PACKAGED_WEIGHTS / "probe_eval.json").write_text(json.dumps(probe, indent=1))

@@ -110,7 +110,7 @@ class RadlensCXREncoder(Encoder):
 
 
 @register(NAME, description="radlens's own compact residual CNN trained on the NIH ChestX-ray14 training split",
-          input_size=224, embedding_dim=1024, license="weights: CC0 data, trained by radlens (Apache-2.0)",
+          input_size=192, embedding_dim=1024, license="weights: CC0 data, trained by radlens (Apache-2.0)",
           weights="shipped inside the radlens package (no download)")
 def create(weights: Path | None = None, threads: int | None = None) -> RadlensCXREncoder:
     return RadlensCXREncoder(weights or PACKAGED_WEIGHTS, threads=threads)

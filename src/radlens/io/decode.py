@@ -150,8 +150,13 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     except Exception as exc:  # noqa: BLE001 - a bad file must never crash a batch
         raise DecodeError(path, f"could not decode {kind}: {type(exc).__name__}: {exc}") from exc
 
-    # Enforce the contract whatever the path: float32, finite, within [0, 1].
-    pixels = np.nan_to_num(np.clip(pixels, 0.0, 1.0), nan=0.0).astype(np.float32, copy=False)
+    # Enforce the contract whatever the path: float32, finite, within [0, 1]. The full-array repairs
+    # cost ~4 ms on a 512x512 image, so they run only when a cheap sum/min/max says they are needed.
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if not np.isfinite(pixels.sum()):
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+    if pixels.size and (pixels.min() < 0.0 or pixels.max() > 1.0):
+        pixels = np.clip(pixels, 0.0, 1.0)
     if pixels.ndim != 2:  # pragma: no cover - guarded by the decoders
         raise DecodeError(path, f"decoded to a {pixels.ndim}-D array, expected 2-D")
     meta.setdefault("pixel_spacing", None)
@@ -398,8 +403,8 @@ def _pil_to_unit(path: Path, im: Image.Image) -> tuple[np.ndarray, int, str]:
     mode = im.mode
     if mode == "1":
         return np.asarray(im, dtype=np.float64), 1, "fixed"
-    if mode == "L":
-        return np.asarray(im, dtype=np.float64) / 255.0, 8, "fixed"
+    if mode == "L":  # float32 division of an 8-bit value is correctly rounded: identical to a float64 path
+        return np.asarray(im, dtype=np.float32) / np.float32(255.0), 8, "fixed"
     if mode == "LA":
         return np.asarray(im, dtype=np.float64)[..., 0] / 255.0, 8, "fixed"
     if mode.startswith("I;16"):
