@@ -45,7 +45,7 @@ def _table(header: list[str], rows: Iterable[list[str]], left: int = 1, classes:
     for k, r in enumerate(rows):
         cls = f' class="{classes[k]}"' if classes and classes[k] else ""
         body.append(f"<tr{cls}>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>")
-    return f"<table><tr>{th}</tr>{''.join(body)}</table>"
+    return f"<div style=\"overflow-x:auto\"><table><tr>{th}</tr>{''.join(body)}</table></div>"
 
 
 def _write_document(path: Path, title: str, body: list[str]) -> Path:
