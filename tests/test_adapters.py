@@ -42,7 +42,12 @@ def test_every_adapter_separates_a_separable_problem(adapter):
     res, _ = evaluate_adapter(FeatureSet("toy", "toy@1", "p", X), pd.DataFrame({"sex": ["F", "M"] * 120}),
                               build_targets(pd.DataFrame({"c": y.astype(str)}), TaskSpec("t", "multiclass", column="c")),
                               TaskSpec("t", "multiclass", column="c"), adapter, g, StudyConfig(n_boot=50, fairness=("sex",)))
-    assert res.macro_auc["point"] == pytest.approx(1.0)
+    if adapter in ("rf", "lightgbm"):
+        # trees see the data after a PCA rotation, where the classes separate only obliquely and
+        # axis-aligned splits approximate the boundary: near-perfect, not necessarily exact
+        assert res.macro_auc["point"] >= 0.999
+    else:
+        assert res.macro_auc["point"] == pytest.approx(1.0)
 
 
 def test_random_labels_give_chance_auc_with_a_ci_that_covers_it():
