@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from radlens.io.errors import FileProblem
+
 __all__ = ["DEFAULT_MAX_PIXELS", "DecodeError", "Radiograph", "load_image", "sniff_format"]
 
 logger = logging.getLogger(__name__)
@@ -67,22 +69,8 @@ _PIL_NAME = {ours: pil for _, ours, pil in _PIL_MAGIC} | {"bmp": "BMP", "webp": 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
-class DecodeError(Exception):
-    """A file that cannot be turned into a radiograph, and why.
-
-    ``path`` and ``reason`` are kept as attributes (not just in the message) so a
-    quarantine report can store them in separate CSV columns.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions pickle via ``self.args`` by default, which would call
-        # ``__init__(message)`` and fail; worker processes need this to round-trip.
-        return (type(self), (self.path, self.reason))
+class DecodeError(FileProblem):
+    """A file that cannot be turned into a radiograph, and why."""
 
 
 @dataclass

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from radlens.io.errors import FileProblem
+
 __all__ = ["MANIFEST_NAME", "QUARANTINE_NAME", "ImageRecord", "ManifestError", "discover", "read_manifest"]
 
 logger = logging.getLogger(__name__)
@@ -37,16 +39,8 @@ _ID_COLUMN = re.compile(r"(^|_)id$|ID$", re.IGNORECASE)
 Source = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
 
 
-class ManifestError(ValueError):
+class ManifestError(FileProblem, ValueError):
     """A manifest CSV that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.reason))
 
 
 @dataclass
