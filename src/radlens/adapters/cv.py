@@ -81,6 +81,7 @@ def _fit(adef: AdapterDef, params: dict[str, Any], X: np.ndarray, y: np.ndarray,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         warnings.filterwarnings("ignore", message=".*(Only one class|Label not .* is present).*")
+        warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
         return est.fit(X, y)
 
 
