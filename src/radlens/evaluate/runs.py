@@ -76,7 +76,8 @@ def load_study_data(stores: list[Path], *, split: str | None = None, group_colum
         names_seen[name] = names_seen.get(name, 0) + 1
         if names_seen[name] > 1:
             name = f"{name}#{names_seen[name]}"
-        feats.append(FeatureSet(name, info.encoder_id, info.preprocess_hash, emb[pos], {"store": str(s)}))
+        feats.append(FeatureSet(name, info.encoder_id, info.preprocess_hash, emb[pos],
+                                {"store": str(s), "store_info": info}))
     if metadata_baseline:
         X, cols, cats = metadata_features(frame)
         feats.append(FeatureSet("metadata-only", METADATA_ENCODER_ID, None, X, {"columns": cols, "categories": cats}))
@@ -147,7 +148,7 @@ def run_train(store: Path, *, task: TaskSpec, adapter: str, out: Path, split: st
     groups = frame[group_column].astype(str).to_numpy()
     sub = FeatureSet(fs.name, fs.encoder_id, fs.preprocess_hash, fs.X[tg.rows], fs.info)
     res, (est, params, cal, final_fit_s) = evaluate_adapter(sub, frame, tg, task, adapter, groups, cfg, keep_model=True)
-    _, _, info = load_store(store)
+    info = fs.info["store_info"]
     meta = {"adapter": adapter, "params": params, "task": task.to_dict(), "class_names": tg.class_names,
             "encoder": info.meta.get("encoder", {}), "encoder_id": info.encoder_id,
             "preprocess_hash": info.preprocess_hash, "embedding_dim": info.embedding_dim,
