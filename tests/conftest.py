@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+NIH_STORE_IMAGES = 240
 
 
 def shared_data_dir() -> Path:
@@ -33,3 +35,18 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.
     if check and proc.returncode != 0:
         raise AssertionError(f"radlens {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def nih_store(nih_dir, tmp_path_factory):
+    """The first N eval-split NIH images, embedded with the shipped encoder."""
+    from radlens.io.splits import load_split
+
+    root = tmp_path_factory.mktemp("nih_store")
+    split = load_split("nih-cxr14")
+    man = pd.read_csv(nih_dir / "manifest.csv", dtype={"patient_id": str})
+    man = man[man.path.isin(split.path[split.split == "eval"])].head(NIH_STORE_IMAGES)
+    man = man.assign(path=[str(nih_dir / p) for p in man.path])
+    man.to_csv(root / "manifest.csv", index=False)
+    run_cli("embed", str(root / "manifest.csv"), "--out", str(root / "store"))
+    return root / "store", man

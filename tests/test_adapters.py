@@ -36,7 +36,7 @@ def test_folds_never_split_a_patient():
         assert not set(g[tr]) & set(g[te])
 
 
-@pytest.mark.parametrize("adapter", ["knn", "logreg", "svm", "rf", "mlp", "lightgbm"])
+@pytest.mark.parametrize("adapter", ["knn", "logreg", "svm", "rf", "mlp", "lightgbm", "retrieval"])
 def test_every_adapter_separates_a_separable_problem(adapter):
     X, y, g = _separable()
     res, _ = evaluate_adapter(FeatureSet("toy", "toy@1", "p", X), pd.DataFrame({"sex": ["F", "M"] * 120}),

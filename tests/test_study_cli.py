@@ -12,26 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import NIH_STORE_IMAGES as N_IMAGES, run_cli
 from radlens.adapters.artefact import load_adapter
-
-N_IMAGES = 240
-
-
-@pytest.fixture(scope="module")
-def nih_store(nih_dir, tmp_path_factory):
-    """The first N eval-split NIH images, embedded with the shipped encoder."""
-    from radlens.io.splits import load_split
-
-    root = tmp_path_factory.mktemp("study")
-    split = load_split("nih-cxr14")
-    man = pd.read_csv(nih_dir / "manifest.csv", dtype={"patient_id": str})
-    man = man[man.path.isin(split.path[split.split == "eval"])].head(N_IMAGES)
-    man = man.assign(path=[str(nih_dir / p) for p in man.path])
-    man.to_csv(root / "manifest.csv", index=False)
-    run_cli("embed", str(root / "manifest.csv"), "--out", str(root / "store"))
-    return root / "store", man
-
 
 def _pngs_in(html: str) -> list[bytes]:
     return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
@@ -97,3 +79,38 @@ def test_predict_refuses_a_store_from_another_encoder(nih_store, tmp_path):
     (ad_dir / "radlens.json").write_text(json.dumps(meta))
     proc = run_cli("predict", str(ad_dir), str(store), "--out", str(tmp_path / "p.csv"), check=False)
     assert proc.returncode != 0 and "another-encoder@000" in (proc.stderr + proc.stdout)
+
+
+def test_retrieval_adapter_keeps_evidence_in_compare_train_and_predict(nih_store, tmp_path):
+    store, man = nih_store
+    out = tmp_path / "cmp"
+    run_cli("compare", str(store), "--out", str(out), "--adapters", "retrieval", "--label-column", "view",
+            "--task-kind", "multiclass", "--n-boot", "50", "--no-metadata-baseline")
+    res = json.loads((out / "results.json").read_text())
+    assert res["rows"][0]["adapter"] == "retrieval" and res["rows"][0]["macro_auc"] > 0.8
+    ev = pd.read_parquet(next((out / "evidence").glob("*retrieval.parquet")))
+    assert len(ev) == N_IMAGES and set(ev.path) == set(man.path)
+    pid = dict(zip(man.path, man.patient_id))
+    view = dict(zip(man.path, man.view))
+    for _, r in ev.iterrows():
+        assert r.path not in list(r.neighbour_paths)
+        assert all(pid[p] != pid[r.path] for p in r.neighbour_paths)  # grouped CV: no patient votes on itself
+        assert list(r.neighbour_labels) == [view[p] for p in r.neighbour_paths]
+        assert (np.diff(r.neighbour_similarity) <= 1e-6).all()
+    # neighbours share the query's view far more often than chance
+    same = np.mean([np.mean([lab == r.labels for lab in r.neighbour_labels]) for _, r in ev.iterrows()])
+    base = (man.view.value_counts(normalize=True) ** 2).sum()
+    assert same > base + 0.1
+
+    ad_dir = tmp_path / "adapter"
+    run_cli("train", str(store), "--out", str(ad_dir), "--adapter", "retrieval", "--label-column", "view",
+            "--task-kind", "multiclass", "--n-boot", "20")
+    run_cli("predict", str(ad_dir), *man.path[:5], "--out", str(tmp_path / "p.csv"))
+    p = pd.read_csv(tmp_path / "p.csv")
+    ids = [s.split("|") for s in p.evidence_ids]
+    assert all(len(i) == 10 for i in ids)
+    trained = set(pd.concat([pd.read_parquet(f, columns=["image_hash"]) for f in store.glob("part-*.parquet")]).image_hash)
+    assert all(set(i) <= trained for i in ids)
+    # predicting a training image: it is its own most similar case
+    sims = [float(s.split("|")[0]) for s in p.evidence_similarity]
+    assert min(sims) > 0.999

@@ -30,6 +30,7 @@ TRUSTED_TYPES = frozenset({
     "collections.OrderedDict",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
+    "radlens.adapters.retrieval.RetrievalClassifier",
     "radlens.adapters.zoo.CappedPCA",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from radlens.adapters.registry import AdapterDef
+from radlens.adapters.retrieval import estimator_evidence, supports_evidence
 from radlens.adapters.zoo import set_adapter_params
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ class CVResult:
     predict_seconds_per_1000: float
     total_seconds: float  # the whole nested CV, search included
     search: list[list[dict[str, Any]]] = field(default_factory=list)
+    # Retrieval adapters only: per row, the study rows of the neighbours behind its prediction and their
+    # cosine similarities (lists: each outer fold may have chosen a different number of neighbours).
+    evidence: dict[str, list[np.ndarray]] | None = None
 
 
 def _outer_fold(adef: AdapterDef, X: np.ndarray, y: np.ndarray, task: str, groups: np.ndarray, tr: np.ndarray,
@@ -148,7 +152,11 @@ def _outer_fold(adef: AdapterDef, X: np.ndarray, y: np.ndarray, task: str, group
         t = time.perf_counter()
         P = proba_matrix(est, X[te], task, n_classes)
         pred_s = (time.perf_counter() - t) / len(te) * 1000
-    return {"P": P, "params": params, "search": search, "fit_s": fit_s, "pred_s": pred_s}
+        evidence = None
+        if supports_evidence(est):  # the neighbours that voted, as rows of the whole study (not of the fold)
+            ev = estimator_evidence(est, X[te])
+            evidence = {"rows": tr[ev["positions"]], "similarity": ev["similarity"]}
+    return {"P": P, "params": params, "search": search, "fit_s": fit_s, "pred_s": pred_s, "evidence": evidence}
 
 
 def nested_cv(adef: AdapterDef, X: np.ndarray, y: np.ndarray, task: str, groups: np.ndarray, *,
@@ -166,11 +174,16 @@ def nested_cv(adef: AdapterDef, X: np.ndarray, y: np.ndarray, task: str, groups:
         outs = Parallel(n_jobs=jobs)(delayed(_outer_fold)(*a) for a in args)
     else:
         outs = [_outer_fold(*a) for a in args]
+    evidence = {"rows": [None] * len(y), "similarity": [None] * len(y)} if outs and outs[0]["evidence"] else None
     for k, ((tr, te), o) in enumerate(zip(splits, outs)):
         oof[te], fold[te] = o["P"], k
         log.info("%s fold %d: params %s, fit %.2fs", adef.name, k, o["params"], o["fit_s"])
+        if evidence is not None:
+            for i, r in enumerate(te):
+                evidence["rows"][r], evidence["similarity"][r] = o["evidence"]["rows"][i], o["evidence"]["similarity"][i]
     return CVResult(oof, fold, [o["params"] for o in outs], float(np.mean([o["fit_s"] for o in outs])),
-                    float(np.mean([o["pred_s"] for o in outs])), time.perf_counter() - t0, [o["search"] for o in outs])
+                    float(np.mean([o["pred_s"] for o in outs])), time.perf_counter() - t0, [o["search"] for o in outs],
+                    evidence)
 
 
 def fit_final(adef: AdapterDef, X: np.ndarray, y: np.ndarray, task: str, groups: np.ndarray, *,

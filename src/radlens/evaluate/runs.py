@@ -18,14 +18,17 @@ import numpy as np
 import pandas as pd
 
 from radlens.adapters.artefact import Adapter, load_adapter, save_adapter
+from radlens.adapters.retrieval import estimator_evidence, final_step, supports_evidence
 from radlens.adapters.features import METADATA_ENCODER_ID, metadata_features
 from radlens.adapters.targets import TaskSpec, build_targets
 from radlens.arrays import to_jsonable
+from radlens.evaluate.evidence import evidence_table, write_evidence
 from radlens.evaluate.study import FeatureSet, ModelResult, StudyConfig, evaluate_adapter, results_json
 from radlens.io.splits import split_mask
 from radlens.store import load_store
 
 log = logging.getLogger(__name__)
+EVIDENCE_IN_CSV = 10
 
 
 @dataclass
@@ -119,6 +122,7 @@ def run_compare(stores: list[Path], *, tasks: list[TaskSpec], adapters: list[str
                     progress(f"{task.name}: {fs.name} + {ad}")
                 res, _ = evaluate_adapter(sub, frame, tg, task, ad, groups, cfg)
                 results.append(res)
+                _save_evidence(out, frame, tg.class_names, res)
     meta = {"command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"), **data.notes,
             "encoders": {f.name: {"encoder_id": f.encoder_id, "preprocess_hash": f.preprocess_hash} for f in data.features},
             "tasks": task_notes, "config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 1)}
@@ -135,6 +139,14 @@ def run_compare(stores: list[Path], *, tasks: list[TaskSpec], adapters: list[str
     return payload, results
 
 
+def _save_evidence(out: Path, frame: pd.DataFrame, class_names: list[str], res: ModelResult) -> Path | None:
+    if res.evidence is None:
+        return None
+    ev = res.evidence
+    table = evidence_table(frame, ev["Y"], ev["P"], class_names, ev)
+    return write_evidence(out / "evidence" / f"{res.task.name}__{res.encoder}__{res.adapter}.parquet", table)
+
+
 def run_train(store: Path, *, task: TaskSpec, adapter: str, out: Path, split: str | None = None,
               cfg: StudyConfig | None = None, group_column: str = "patient_id", command: str = "") -> Adapter:
     """Evaluate the adapter by nested CV (for its report and operating points), then fit it on all rows and save."""
@@ -149,6 +161,8 @@ def run_train(store: Path, *, task: TaskSpec, adapter: str, out: Path, split: st
     sub = FeatureSet(fs.name, fs.encoder_id, fs.preprocess_hash, fs.X[tg.rows], fs.info)
     res, (est, params, cal, final_fit_s) = evaluate_adapter(sub, frame, tg, task, adapter, groups, cfg, keep_model=True)
     info = fs.info["store_info"]
+    if supports_evidence(est):  # evidence names past cases by image hash, as the store and the index do
+        final_step(est).sample_ids_ = frame.image_hash.to_numpy().astype(str)
     meta = {"adapter": adapter, "params": params, "task": task.to_dict(), "class_names": tg.class_names,
             "encoder": info.meta.get("encoder", {}), "encoder_id": info.encoder_id,
             "preprocess_hash": info.preprocess_hash, "embedding_dim": info.embedding_dim,
@@ -158,6 +172,7 @@ def run_train(store: Path, *, task: TaskSpec, adapter: str, out: Path, split: st
                            "patients": int(pd.Series(groups).nunique()), "rows_left_out": tg.dropped},
             "final_fit_seconds": final_fit_s, "study_config": asdict(cfg), "seed": cfg.seed, "command": command}
     save_adapter(out, est, meta)
+    _save_evidence(out, frame, tg.class_names, res)  # out/evidence/...: the cross-validated predictions' neighbours
     payload = results_json([res], {"meta": {"command": command, "adapter_folder": str(out)}})
     _write_json(out / "results.json", payload)
     write_report(out / "report.html", [res], title=f"radlens adapter: {fs.name} + {adapter} on {task.name}",
@@ -223,6 +238,10 @@ def run_predict(adapter_dir: Path, inputs: list[str], out_csv: Path, *, kind: st
         out[f"decision_{c}"] = D[:, j]
     if adapter.task_kind == "multiclass" and len(P):
         out["predicted_class"] = [names[i] for i in P.argmax(1)]
+    if supports_evidence(adapter.estimator) and len(emb):  # the past cases that voted, most similar first
+        ev = estimator_evidence(adapter.estimator, emb, k=EVIDENCE_IN_CSV)
+        out["evidence_ids"] = ["|".join(r) for r in ev["ids"]]
+        out["evidence_similarity"] = ["|".join(f"{v:.4f}" for v in r) for r in ev["similarity"]]
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(f".{out_csv.name}.tmp")
     out.to_csv(tmp, index=False)

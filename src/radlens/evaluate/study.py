@@ -89,6 +89,7 @@ class ModelResult:
     fairness_rows: list[dict[str, Any]]
     fairness_gaps: list[dict[str, Any]]
     curves: dict[str, Any] = field(repr=False, default_factory=dict)  # plots only, not in results.json
+    evidence: dict[str, Any] | None = field(repr=False, default=None)  # retrieval adapters: neighbours per row
 
     def row(self) -> dict[str, Any]:
         return to_jsonable({
@@ -230,7 +231,8 @@ def _evaluate_adapter(fs: FeatureSet, frame: pd.DataFrame, targets: Targets, tas
         operating_points=points, fairness_rows=[r.to_dict() for r in rows], fairness_gaps=[g.to_dict() for g in gaps],
         curves={"roc": roc_curves(y, cv.oof, kind, targets.class_names), "pr": pr_curves(y, cv.oof, kind, targets.class_names),
                 "reliability_before": reliability_bins(y, cv.oof, kind, class_names=targets.class_names),
-                "reliability_after": reliability_bins(y, Pc, kind, class_names=targets.class_names)})
+                "reliability_after": reliability_bins(y, Pc, kind, class_names=targets.class_names)},
+        evidence=None if cv.evidence is None else {**cv.evidence, "Y": Y, "P": Pc})
     log.info("%s + %s on %s: mAUC %.3f [%.3f, %.3f] (%.1fs)", fs.name, adapter, task.name, auc.point, auc.low, auc.high,
              cv.total_seconds)
     return res, model
