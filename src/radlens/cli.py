@@ -240,5 +240,10 @@ def train_encoder(
     typer.echo(json.dumps({k: cfg[k] for k in ("best_epoch", "val_macro_auc_by_size", "preprocess_hash")}, indent=1))
 
 
+from radlens import cli_search as _search_cli  # noqa: E402  (commands live beside their library)
+
+app.command("index")(_search_cli.index)
+app.command("search")(_search_cli.search)
+
 if __name__ == "__main__":
     app()

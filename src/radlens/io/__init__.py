@@ -15,7 +15,7 @@ Typical use::
     report.write("/data/cxr-out/quarantine.csv")
 """
 
-from radlens.io.decode import DEFAULT_MAX_PIXELS, DecodeError, Radiograph, load_image, sniff_format
+from radlens.io.decode import DEFAULT_MAX_PIXELS, DecodeError, Radiograph, decode_bytes, load_image, sniff_format
 from radlens.io.quarantine import QuarantineEntry, QuarantineReport
 from radlens.io.sources import ImageRecord, ManifestError, discover, read_manifest
 
@@ -27,6 +27,7 @@ __all__ = [
     "QuarantineEntry",
     "QuarantineReport",
     "Radiograph",
+    "decode_bytes",
     "discover",
     "load_image",
     "read_manifest",

@@ -125,6 +125,27 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     """
     path = Path(path)
     data, kind = _read_image_bytes(path, max_bytes=_max_file_bytes(max_pixels))
+    return _decode(data, kind, path, max_pixels)
+
+
+def decode_bytes(data: bytes, *, name: str = "upload", max_pixels: int = DEFAULT_MAX_PIXELS) -> Radiograph:
+    """Decode an image held in memory (an upload): the same checks and contract as :func:`load_image`.
+
+    `name` only labels errors and the result's `path`; nothing is read from or written to the filesystem,
+    so a client-chosen file name can never reach it.
+    """
+    label = Path(Path(str(name)).name or "upload")  # the bare name, for messages only
+    if not data:
+        raise DecodeError(label, "0-byte file")
+    kind = sniff_format(data[:4096])
+    if kind is None:
+        raise DecodeError(label, "not an image (unrecognised format)")
+    if len(data) > _max_file_bytes(max_pixels):
+        raise DecodeError(label, f"file too large: {len(data)} bytes exceeds limit of {_max_file_bytes(max_pixels)} bytes")
+    return _decode(data, kind, label, max_pixels)
+
+
+def _decode(data: bytes, kind: str, path: Path, max_pixels: int) -> Radiograph:
     content_hash = hashlib.sha256(data).hexdigest()
     try:
         if kind == "dicom":
