@@ -244,6 +244,7 @@ from radlens import cli_search as _search_cli  # noqa: E402  (commands live besi
 
 app.command("index")(_search_cli.index)
 app.command("search")(_search_cli.search)
+app.command("serve")(_search_cli.serve)
 
 if __name__ == "__main__":
     app()

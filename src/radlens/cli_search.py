@@ -96,3 +96,24 @@ def search(
     write_gallery(out, query_jpeg=thumbnail_jpeg(img.pixels), query_name=image.name, hits=hits,
                   index_meta={**idx.meta, "folder": str(index_dir)}, filters=filters, excluded=excluded)
     typer.echo(f"gallery {out}")
+
+
+def serve(
+    adapter: Path = typer.Option(..., "--adapter", "-a", help="Adapter folder (from `radlens train`)."),
+    index_dir: Path = typer.Option(..., "--index", "-i", help="Index folder (from `radlens index`), same encoder."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; 127.0.0.1 keeps the service on this machine."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.01, help="Larger uploads get 413."),
+    k: int = typer.Option(10, "--k", min=1, max=50, help="Evidence cases per prediction by default."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Encoder weights, if not the packaged ones."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (default: torch's)."),
+) -> None:
+    """Serve the prediction + evidence API and its page (open http://HOST:PORT/)."""
+    from radlens.service.app import serve as run
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    typer.echo(f"radlens service on http://{host}:{port}/ (API docs: /openapi.json)")
+    run(adapter, index_dir, host=host, port=port, max_upload_bytes=int(max_upload_mb * 2**20), weights=weights, k=k)

@@ -28,7 +28,8 @@ def load_split(name: str = "nih-cxr14") -> pd.DataFrame:
 
 
 def split_mask(paths: pd.Series, spec: str) -> pd.Series:
-    """Rows whose path belongs to a split, `spec` = "NAME:VALUE" (packaged) or "FILE.csv:VALUE".
+    """Rows whose path belongs to a split, `spec` = "NAME:VALUE" (packaged) or "FILE.csv:VALUE"; VALUE may
+    list several splits, comma-separated ("nih-cxr14:train,eval").
 
     Split files list paths relative to their dataset folder (`images/x.png`); a row matches when
     its path ends with that relative path, so absolute store paths work from any checkout.
@@ -39,9 +40,11 @@ def split_mask(paths: pd.Series, spec: str) -> pd.Series:
     table = load_split(name) if name in SPLITS else pd.read_csv(name, dtype=str)
     if not {"path", "split"} <= set(table.columns):
         raise ValueError(f"split file {name}: needs columns path and split, has {list(table.columns)}")
-    if value not in set(table.split):
-        raise ValueError(f"split {name}: no rows with split {value!r} (values: {sorted(set(table.split))})")
-    wanted = {p.replace("\\", "/").lstrip("./") for p in table.path[table.split == value]}
+    values = [v for v in value.split(",") if v]  # "train,eval": the union of several splits
+    missing = [v for v in values if v not in set(table.split)]
+    if missing:
+        raise ValueError(f"split {name}: no rows with split {missing[0]!r} (values: {sorted(set(table.split))})")
+    wanted = {p.replace("\\", "/").lstrip("./") for p in table.path[table.split.isin(values)]}
     parts = paths.astype(str).str.replace("\\", "/", regex=False)
     # match on the last one or two path components (dataset-relative paths are at most "dir/file")
     last1 = parts.str.rsplit("/", n=1).str[-1]
