@@ -29,6 +29,8 @@ test: venv
 bench: venv
 	$(PY) bench/embed_throughput.py
 	$(PY) bench/adapter_grid.py
+	$(PY) bench/search.py
+	$(PY) bench/service_load.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
