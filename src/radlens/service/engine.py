@@ -1,14 +1,13 @@
 """What one request does, without HTTP: decode → embed → adapter → operating point → evidence.
 
 Kept apart from the web layer so the benchmark times exactly what the service runs, and so a
-notebook can call it directly. The model forward holds a lock: concurrent requests on a 2-core
-machine gain nothing from overlapping torch calls (they fight over the same cores) and lose
-memory; everything else (decoding, search, thumbnails) runs in parallel.
+notebook can call it directly. Concurrent requests never run the model at the same time (on two
+cores overlapping torch calls only fight over them): their forwards are micro-batched by one worker
+(`MicroBatcher`); decoding, preprocessing, search and thumbnails run in parallel.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from radlens.adapters.artefact import Adapter, load_adapter
 from radlens.io import decode_bytes
 from radlens.report.thumbnails import data_uri, thumbnail_jpeg, thumbnail_of
 from radlens.search.index import EmbeddingIndex
-from radlens.search.query import embed_image, query_encoder
+from radlens.search.query import query_encoder
+from radlens.service.batcher import MicroBatcher
 
 MAX_K = 50
 EVIDENCE_COLUMNS = ("sex", "age", "view", "patient_id")
@@ -32,7 +32,8 @@ class Engine:
     index: EmbeddingIndex
     encoder: Any
     default_k: int = 10
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    max_batch: int = 16
+    batcher: MicroBatcher = field(init=False, repr=False)
     _thumbs: dict[int, bytes | None] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -69,8 +70,7 @@ class Engine:
         t0 = time.perf_counter()
         img = decode_bytes(data, name=name)
         t1 = time.perf_counter()
-        with self._lock:
-            q = embed_image(self.encoder, img)
+        q = self.batcher(self.encoder.preprocess(img.pixels))
         t2 = time.perf_counter()
         P = self.adapter.predict_proba(q[None])[0]
         t3 = time.perf_counter()
@@ -97,6 +97,10 @@ class Engine:
         if self.adapter.task_kind == "multiclass":
             out["predicted_class"] = names[int(np.argmax(P))]
         return out
+
+    def __post_init__(self) -> None:
+        # created here, once: two batchers would mean two threads running the model at once
+        self.batcher = MicroBatcher(self.encoder.embed, self.max_batch)
 
     def case_thumbnail(self, case_id: int) -> bytes | None:
         """JPEG preview of an indexed case, by index id (never by a client-supplied path); cached."""
