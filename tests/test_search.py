@@ -92,3 +92,69 @@ def test_add_delete_and_compact(tmp_path, nih_embeddings):
         assert new_ids[50] not in got and 0 not in got and len(got) == N - 2
     compacted = reloaded.compact()
     assert len(compacted) == N - 2 and compacted.meta["deleted"] == []
+
+
+def test_hits_carry_the_same_rows_as_one_pandas_row_per_hit(tmp_path, nih_embeddings):
+    rows, emb, _ = nih_embeddings
+    idx = _build(tmp_path, (rows.assign(age=rows.age.astype(float).where(rows.index % 7 != 0)), emb,
+                            nih_embeddings[2]), kind="flat")
+    for h in idx.search(emb[:7], k=5)[0]:
+        row = idx.rows.iloc[h.id].drop(labels="_id")
+        assert h.row == {c: None if pd.isna(v) else v for c, v in row.items()}
+    assert idx.search(emb[0], k=1)[0][0].row["age"] is None  # row 0: age masked to NaN -> None
+
+
+def test_ivf_recall_filters_and_round_trip(tmp_path, nih_embeddings, monkeypatch):
+    """The "ivf" kind (IVF + 4-bit PQ fast-scan shortlist, exact re-scoring) on real embeddings."""
+    import radlens.search.index as index_mod
+
+    rows, emb, enc = nih_embeddings
+    idx = _build(tmp_path, nih_embeddings, kind="ivf", ivf_nlist=8, ivf_nprobe=4, rerank=5)
+    m = idx.meta
+    assert m["index_type"] == "ivf" and (m["ivf_nlist"], m["ivf_nprobe"], m["rerank"]) == (8, 4, 5)
+    assert m["pq_m"] == emb.shape[1] // 2 and m["train_size"] == N
+    everything = np.ones(N, bool)
+    hits = idx.search(emb[:100], k=10)
+    recall = np.mean([len({x.id for x in h} & set(_brute(emb, emb[i], everything, 10))) / 10
+                      for i, h in enumerate(hits)])
+    assert recall >= 0.95
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for i, h in enumerate(hits[:10]):  # scores are exact cosines, best first
+        assert [round(z.score, 5) for z in h] == [round(float(x[z.id] @ x[i]), 5) for z in h]
+        assert [z.score for z in h] == sorted((z.score for z in h), reverse=True)
+
+    # filters too broad for the exact path go through the shortlist: never short, never outside the filter
+    monkeypatch.setattr(index_mod, "EXACT_FILTER_MAX", 0)
+    for filters in ({"sex": "F"}, {"sex": "F", "view": "AP", "age": (60, None), "label": "Effusion"}):
+        mask = idx.allowed(filters)
+        for k in (10, int(mask.sum()) + 5):
+            got = idx.search(emb[:20], k=k, filters=filters)
+            for i, h in enumerate(got):
+                assert len(h) == min(k, int(mask.sum()))
+                assert all(mask[z.id] for z in h)
+                truth = set(_brute(emb, emb[i], mask, len(h)))
+                assert len({z.id for z in h} & truth) >= 0.9 * len(h)
+
+    # tombstones, add, and a round trip through disk keep the parameters
+    new_ids = idx.add(rows.head(10), emb[:10])
+    assert idx.delete([0, int(new_ids[0])]) == 2
+    loaded = EmbeddingIndex.load(tmp_path / "idx", encoder_id=enc.encoder_id, preprocess_hash=enc.preprocess_hash)
+    assert loaded.meta["ivf_nprobe"] == 4 and loaded.meta["rerank"] == 5
+    assert __import__("faiss").extract_index_ivf(loaded.index).nprobe == 4
+    got = loaded.search(emb[:1], k=len(loaded))[0]
+    assert len(got) == N + 10 - 2 and not {0, int(new_ids[0])} & {h.id for h in got}
+    assert loaded.search(emb[5:6], k=1)[0][0].id in (5, int(new_ids[5]))
+    compacted = loaded.compact()
+    assert compacted.meta["index_type"] == "ivf" and compacted.meta["rerank"] == 5 and len(compacted) == N + 8
+
+
+def test_auto_kind_by_size_and_ivf_needs_training_data(tmp_path, nih_embeddings, monkeypatch):
+    import radlens.search.index as index_mod
+
+    rows, emb, enc = nih_embeddings
+    monkeypatch.setattr(index_mod, "FLAT_MAX", 100)
+    monkeypatch.setattr(index_mod, "IVF_MIN", 300)
+    assert _build(tmp_path, (rows.head(250), emb[:250], enc)).meta["index_type"] == "hnsw"
+    assert _build(tmp_path, nih_embeddings).meta["index_type"] == "ivf"
+    with pytest.raises(ValueError, match="at least"):
+        _build(tmp_path, (rows.head(50), emb[:50], enc), kind="ivf")
