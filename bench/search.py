@@ -394,6 +394,15 @@ def merge_results(update: dict[str, Any], path: Path = RESULTS) -> dict[str, Any
     return data
 
 
+def e2e_benchmark(workdir: Path, store: Path | None = None) -> dict[str, Any]:
+    """Single-image latency of a service request on the NIH set (see bench/service_artefacts.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import service_artefacts
+
+    adapter, index, queries = service_artefacts.build(workdir, store)
+    return service_artefacts.e2e_latency(adapter, index, queries)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors in the index")
@@ -411,7 +420,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-index", action="store_true")
     ap.add_argument("--no-serve-check", action="store_true", help="skip the fresh-process load + search")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--skip-ann", action="store_true", help="only the NIH end-to-end latency part")
+    ap.add_argument("--skip-e2e", action="store_true", help="only the 1M ANN part")
+    ap.add_argument("--e2e-store", type=Path, help="reuse an NIH embedding store for the e2e part")
+    ap.add_argument("--e2e-workdir", type=Path, default=Path(tempfile.gettempdir()) / "radlens-bench-service")
     a = ap.parse_args(argv)
+    if not a.skip_e2e:
+        e2e = e2e_benchmark(a.e2e_workdir, a.e2e_store)
+        merge_results(e2e, a.out)
+        print(f"end to end, one NIH image (decode -> embed -> adapter -> top-10 evidence) over {e2e['e2e_images']} images: "
+              f"p50 {e2e['e2e_p50_ms']} ms, p95 {e2e['e2e_p95_ms']} ms; stages p50 {e2e['e2e_stage_p50_ms']}; "
+              f"{e2e['e2e_ratio_vs_embed_only']}x the encoder forward alone ({e2e['e2e_baseline_embed_only_p50_ms']} ms)")
+    if a.skip_ann:
+        return
     res = ann_benchmark(a.n, a.dim, a.queries, batch=a.batch, threads=a.threads, kind=a.kind, nprobe=a.nprobe,
                         rerank=a.rerank, nlist=a.nlist, repeats=a.repeats, seed=a.seed, workdir=a.workdir,
                         keep_index=a.keep_index, serve_check=not a.no_serve_check)
