@@ -32,9 +32,12 @@ def encoders() -> None:
     """List the registered encoder families."""
     from radlens.encoders import available
 
+    from rich.markup import escape
+
     t = Table("name", "input", "dim", "license", "weights", "description")
-    for e in available():
-        t.add_row(e.name, f"{e.input_size}px", str(e.embedding_dim), e.license, e.weights, e.description)
+    for e in available():  # escape: texts such as "radlens[cxr-foundation]" are not rich markup
+        t.add_row(escape(e.name), f"{e.input_size}px" if e.input_size else "model's own",
+                  str(e.embedding_dim) if e.embedding_dim else "varies", *(escape(x) for x in (e.license, e.weights, e.description)))
     Console().print(t)
 
 
@@ -50,6 +53,9 @@ def embed(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch compute threads (default: torch's)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Embed at most N images."),
     chunk_rows: int = typer.Option(256, "--chunk-rows", min=1, help="Rows per Parquet chunk (work lost on a crash)."),
+    allow_download: bool = typer.Option(False, "--allow-download",
+                                        help="Let the encoder's upstream library download its weights when --weights "
+                                             "is not given (families that have one); off by default."),
 ) -> None:
     """Embed radiographs into a resumable store; bad files go to <out>/_quarantine.csv."""
     from radlens.encoders import get
@@ -57,7 +63,14 @@ def embed(
 
     single = Path(data[0]) if len(data) == 1 else None
     source = data[0] if single and (single.is_dir() or single.suffix.lower() == ".csv") else data
-    enc = get(encoder, weights=weights, **({"threads": threads} if threads else {}))
+    kwargs = {**({"threads": threads} if threads else {}), **({"allow_download": True} if allow_download else {})}
+    try:
+        enc = get(encoder, weights=weights, **kwargs)
+    except TypeError as e:
+        if allow_download and "allow_download" in str(e):
+            raise typer.BadParameter(f"encoder {encoder!r} has no upstream download; pass --weights",
+                                     param_hint="--allow-download") from None
+        raise
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as bar:
         task = bar.add_task("embed", total=None)
@@ -159,6 +172,13 @@ def compare(
     metadata_baseline: bool = typer.Option(True, "--metadata-baseline/--no-metadata-baseline",
                                            help="Add the age+sex+view → logistic regression row."),
     seed: int = typer.Option(0, "--seed"),
+    zeroshot: list[str] = typer.Option([], "--zeroshot", help="NAME=WEIGHTS of a CLIP-type encoder (e.g. "
+                                       "biomedclip=/models/BiomedCLIP): add its zero-shot row (no training). Repeatable."),
+    zeroshot_prompts: Optional[str] = typer.Option(None, "--zeroshot-prompts", help="Prompt text per class, "
+                                                   "e.g. 'Effusion=pleural effusion,Pleural_Thickening=pleural thickening' "
+                                                   "(default: the class name, lower case, '_' → space)."),
+    zeroshot_template: Optional[str] = typer.Option(None, "--zeroshot-template", help="Prompt template with {} "
+                                                    "(default: the encoder's own)."),
 ) -> None:
     """Every store × every adapter (+ a metadata-only row) → comparison table, report.html, results.json."""
     from radlens.evaluate.runs import run_compare
@@ -167,10 +187,16 @@ def compare(
                         jobs, inner)
     tasks = _tasks(task, label_column, task_kind, single_label, min_class_size, exclude_label)
     names = [a.strip() for a in adapters.split(",") if a.strip()]
+    zs_sources = None
+    if zeroshot:
+        from radlens.evaluate.zeroshot import ZeroShotSource, parse_labels
+
+        prompts = parse_labels(zeroshot_prompts) if zeroshot_prompts else []
+        zs_sources = [ZeroShotSource.parse(z, prompts, zeroshot_template) for z in zeroshot]
     with console.status("comparing") as status:
         payload, _ = run_compare(stores, tasks=tasks, adapters=names, out=out, split=split, cfg=cfg,
                                  group_column=group_column, metadata_baseline=metadata_baseline, command=_command_line(),
-                                 progress=lambda msg: status.update(f"comparing: {msg}"))
+                                 progress=lambda msg: status.update(f"comparing: {msg}"), zeroshot=zs_sources)
     _print_rows(payload["rows"])
     _print_gaps(payload["fairness_gaps"])
     typer.echo(f"report {out / 'report.html'}; results {out / 'results.json'}")
@@ -221,6 +247,47 @@ def predict(
                f"point; {out}")
     if "evaluation" in s:
         typer.echo(f"against the inputs' labels: macro AUC {s['evaluation']['macro_auc']:.3f} on {s['evaluation']['rows']} rows")
+
+
+@app.command("zeroshot")
+def zeroshot_cmd(
+    data: list[str] = typer.Argument(..., help="An embedding store made with this encoder, a folder (recursive; its "
+                                          "manifest.csv if present), a CSV manifest, or image files."),
+    labels: str = typer.Option(..., "--labels", "-l", help="Comma-separated labels; NAME=text maps a label of the data "
+                                                           "to its prompt text, e.g. 'Effusion=pleural effusion,"
+                                                           "Cardiomegaly=cardiomegaly'."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV of per-label scores (+ .summary.json beside it)."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="A CLIP-type encoder: biomedclip, medsiglip, medimageinsight."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights folder for the encoder."),
+    template: Optional[str] = typer.Option(None, "--template", help="Prompt template with {} for the label text "
+                                                                    "(default: the encoder's own, e.g. 'this is a photo of {}')."),
+    label_column: str = typer.Option("finding_labels", "--label-column", help="Column with the data's labels, for AUCs."),
+    separator: str = typer.Option("|", "--separator", help="Separator between labels in --label-column."),
+    split: Optional[str] = _SPLIT_OPT,
+    store: Optional[Path] = typer.Option(None, "--store", help="Embed images into this store (resumable, reusable) "
+                                                               "instead of in memory."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch compute threads."),
+) -> None:
+    """Zero-shot classification: cosine similarity of images with label prompts → scores (+ AUC per label)."""
+    from radlens.encoders import get
+    from radlens.evaluate.zeroshot import parse_labels, run_zeroshot
+
+    enc = get(encoder, weights=weights, **({"threads": threads} if threads else {}))
+    s = run_zeroshot(data, out, encoder=enc, labels=parse_labels(labels), template=template, split=split,
+                     label_column=label_column, separator=separator, store=store, batch_size=batch_size,
+                     command=_command_line())
+    typer.echo(f"{s['images']} images scored ({s['quarantined']} quarantined) with {s['encoder_id']}, "
+               f"{s['activation']} over {len(s['labels'])} prompts ('{s['template']}'); {out}")
+    ev = s.get("evaluation")
+    if ev:
+        t = Table("label", "prompt", "positives", "AUC", title=f"zero-shot AUC against {ev['column']}")
+        for lab, p in zip(s["labels"], ev["per_label"].values()):
+            t.add_row(lab["name"], lab["prompt"], f"{p['n_pos']}/{p['n']}",
+                      "—" if p["auc"] is None else f"{p['auc']:.3f}")
+        Console().print(t)
+        if ev["macro_auc"] is not None:
+            typer.echo(f"macro AUC {ev['macro_auc']:.3f} over {ev['labels_scored']} labels")
 
 
 @app.command("train-encoder")

@@ -15,6 +15,8 @@ per channel, `channels` = 3 for RGB models, and `extra` e.g. {"pipeline": "pil-u
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -54,14 +56,47 @@ def require_files(family: str, folder: Path | None, expected: Iterable[str], whe
 
 
 def files_digest(paths: Iterable[Path], length: int = 12) -> str:
-    """Content digest of weight files (sorted by name), for encoder ids: same bytes, same id."""
+    """Content digest of weight files (sorted by name), for encoder ids: same bytes, same id.
+
+    Hashing a multi-GB checkpoint takes seconds, so each file's sha256 is cached by (absolute path, size,
+    mtime) in the user's cache folder; a file that changes in place gets a new size or mtime, so a new hash.
+    """
     h = hashlib.sha256()
     for p in sorted(Path(p) for p in paths):
         h.update(p.name.encode())
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        h.update(_file_sha256(p).encode())
     return h.hexdigest()[:length]
+
+
+def _digest_cache_path() -> Path:
+    root = os.environ.get("RADLENS_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                           os.path.expanduser("~/.cache"), "radlens")
+    return Path(root) / "file-digests.json"
+
+
+def _file_sha256(p: Path) -> str:
+    st = p.stat()
+    key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache_path = _digest_cache_path()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    d = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            d.update(block)
+    cache[key] = d.hexdigest()
+    try:  # best effort: a read-only home only costs the re-hash next time
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(list(cache.items())[-2000:])))
+        os.replace(tmp, cache_path)
+    except OSError:
+        pass
+    return cache[key]
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -98,7 +133,10 @@ def pil_preprocess(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     crop = extra.get("crop")
     if crop:
         c = int(crop)
-        left, top = int(round((im.width - c) / 2.0)), int(round((im.height - c) / 2.0))
+        if extra.get("crop_offset", "round") == "floor":  # Hugging Face image processors: (h - crop) // 2
+            left, top = (im.width - c) // 2, (im.height - c) // 2
+        else:  # torchvision / open_clip CenterCrop: round((h - crop) / 2)
+            left, top = int(round((im.width - c) / 2.0)), int(round((im.height - c) / 2.0))
         im = im.crop((left, top, left + c, top + c))
     arr = np.asarray(im, dtype=np.float32)
     if arr.ndim == 2:

@@ -100,7 +100,10 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def run_compare(stores: list[Path], *, tasks: list[TaskSpec], adapters: list[str], out: Path, split: str | None = None,
                 cfg: StudyConfig | None = None, group_column: str = "patient_id", metadata_baseline: bool = True,
-                command: str = "", progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[ModelResult]]:
+                command: str = "", progress: Callable[[str], None] | None = None,
+                zeroshot: list[Any] | None = None) -> tuple[dict[str, Any], list[ModelResult]]:
+    """`zeroshot`: ZeroShotSource items (radlens.evaluate.zeroshot); each adds a row per task whose scores are the
+    encoder's zero-shot scores for the task's classes, evaluated like the adapters (nothing trained)."""
     from radlens.report.html import write_report
 
     cfg = cfg or StudyConfig()
@@ -108,6 +111,11 @@ def run_compare(stores: list[Path], *, tasks: list[TaskSpec], adapters: list[str
     data = load_study_data(stores, split=split, group_column=group_column, metadata_baseline=metadata_baseline)
     results: list[ModelResult] = []
     prevalence, task_notes = {}, {}
+    zs_sources, zs_notes, zs_encoders = [], {}, {}
+    if zeroshot:
+        from radlens.evaluate.zeroshot import ZERO_SHOT_ADAPTER, prepare_sources, prompts_for
+
+        zs_sources = prepare_sources(zeroshot, data.frame, data.features)
     for task in tasks:
         tg = build_targets(data.frame, task)
         frame = data.frame[tg.rows].reset_index(drop=True)
@@ -123,9 +131,24 @@ def run_compare(stores: list[Path], *, tasks: list[TaskSpec], adapters: list[str
                 res, _ = evaluate_adapter(sub, frame, tg, task, ad, groups, cfg)
                 results.append(res)
                 _save_evidence(out, frame, tg.class_names, res)
+        for src, clf, emb, origin in zs_sources:  # zero-shot rows: the same evaluation, nothing trained
+            prompts = prompts_for(tg.class_names, src.prompts)
+            name = f"{clf.encoder.name} zero-shot"
+            zs = FeatureSet(name, clf.encoder.encoder_id, clf.encoder.preprocess_hash, clf.scores(emb[tg.rows], prompts),
+                            {"zero_shot": clf.describe(), "embeddings": origin})
+            if progress:
+                progress(f"{task.name}: {name}")
+            res, _ = evaluate_adapter(zs, frame, tg, task, ZERO_SHOT_ADAPTER, groups, cfg)
+            results.append(res)
+            zs_encoders[name] = {"encoder_id": clf.encoder.encoder_id, "preprocess_hash": clf.encoder.preprocess_hash}
+            zs_notes.setdefault(name, {**clf.describe(), "embeddings": origin, "prompts": {}})["prompts"][task.name] = {
+                p.name: clf.prompt(p) for p in prompts}
     meta = {"command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"), **data.notes,
-            "encoders": {f.name: {"encoder_id": f.encoder_id, "preprocess_hash": f.preprocess_hash} for f in data.features},
+            "encoders": {**{f.name: {"encoder_id": f.encoder_id, "preprocess_hash": f.preprocess_hash}
+                            for f in data.features}, **zs_encoders},
             "tasks": task_notes, "config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 1)}
+    if zs_notes:
+        meta["zero_shot"] = zs_notes
     payload = results_json(results, {"meta": meta})
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", payload)
