@@ -1,7 +1,8 @@
 """Committed patient-level splits shipped with radlens.
 
 The evaluation split of NIH ChestX-ray14 is never seen by encoder training in any form; the adapter
-study evaluates there. A split is a CSV of `path,patient_id,split` with split in {train, val, eval}.
+study evaluates there. A split is a CSV of `path,patient_id,split` with split in {train, val, eval} (nih-cxr14)
+or {train, test} (lung-masks: the anatomy model's held-out patients).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-SPLITS = {"nih-cxr14": "nih-cxr14-split.csv"}
+SPLITS = {"nih-cxr14": "nih-cxr14-split.csv", "lung-masks": "lung-masks-split.csv"}
 
 
 def split_path(name: str = "nih-cxr14") -> Path:
