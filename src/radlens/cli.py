@@ -313,5 +313,10 @@ app.command("index")(_search_cli.index)
 app.command("search")(_search_cli.search)
 app.command("serve")(_search_cli.serve)
 
+from radlens import cli_anatomy as _anatomy_cli  # noqa: E402
+
+app.command("segment")(_anatomy_cli.segment)
+app.command("train-anatomy")(_anatomy_cli.train_anatomy)
+
 if __name__ == "__main__":
     app()
