@@ -100,7 +100,7 @@ def test_short_training_run_loss_falls_and_artefact_round_trips(lung_dir, nih_di
 
     out = tmp_path / "run"
     cfg = TrainConfig(lung_data=str(lung_dir), nih_data=str(nih_dir), out=str(out), round1_epochs=4, round2_epochs=1,
-                      batch_size=6, limit=6, threads=2, lr=3e-3)
+                      round3_epochs=1, batch_size=6, limit=6, threads=2, lr=3e-3)
     config = train(cfg)
     hist = json.loads((out / "history.json").read_text())
     r1 = [h["total"] for h in hist if h["round"] == 1]

@@ -17,6 +17,7 @@ def train_anatomy(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, history, pseudo-labels, final weights."),
     round1_epochs: int = typer.Option(30, "--round1-epochs", min=0),
     round2_epochs: int = typer.Option(6, "--round2-epochs", min=0),
+    round3_epochs: int = typer.Option(4, "--round3-epochs", min=0),
     batch_size: int = typer.Option(16, "--batch-size", min=2),
     threads: int = typer.Option(2, "--threads", min=1, help="Torch compute threads (augmentation adds one thread)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N images per source (smoke tests)."),
@@ -27,7 +28,8 @@ def train_anatomy(
 
     logging.getLogger("radlens").setLevel(logging.INFO)
     cfg = train(TrainConfig(lung_data=str(lung_data), nih_data=str(nih_data), out=str(out), round1_epochs=round1_epochs,
-                            round2_epochs=round2_epochs, batch_size=batch_size, threads=threads, limit=limit, seed=seed))
+                            round2_epochs=round2_epochs, round3_epochs=round3_epochs, batch_size=batch_size,
+                            threads=threads, limit=limit, seed=seed))
     typer.echo(json.dumps({k: cfg[k] for k in ("parameters", "gflops_per_image", "preprocess_hash", "epoch_seconds",
                                                "pseudo_labels")}, indent=1))
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from radlens.anatomy.measures import AnatomyMeasures, measure
 from radlens.anatomy.model import build_model, fold_batchnorm
-from radlens.anatomy.postprocess import clean_heart, dilate, erode, fill_holes, split_lungs
+from radlens.anatomy.postprocess import clean_heart, dilate, erode, fill_holes, split_lungs, touches_edge
 from radlens.encoders.base import PreprocessSpec, preprocess_pixels
 from radlens.io import Radiograph, load_image
 
@@ -129,8 +129,7 @@ class AnatomyModel:
         right, left, notes = split_lungs(probs[0] > thr)
         right, left = fill_holes(right), fill_holes(left)
         for name, lung in (("right", right), ("left", left)):
-            edge = int(lung[0].sum() + lung[-1].sum() + lung[:, 0].sum() + lung[:, -1].sum())
-            if edge > 0.02 * lung.shape[0]:  # lungs inside the ribcage do not run along the film's edge
+            if touches_edge(lung):
                 notes = notes + [f"{name} lung reaches the image edge (outside-body air or cropped film?)"]
         heart, ok = clean_heart(probs[1] > thr, (right, left))
         if not heart.any():

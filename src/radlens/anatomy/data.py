@@ -300,10 +300,47 @@ def intensity(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
+def outside_air(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Simulate air outside the body beside the chest (supine/AP films: arm | dark gap | chest wall | lung).
+
+    On one side, everything lateral to a wavy line a little outside the lung's lateral edge becomes a dark, smooth
+    "air" region with a bright arm band at the film's edge; the targets there become known background (lung and
+    heart 0, weight 1). Needs a lung target; `image` (1,S,S) in [0,1], `target` (5,S,S); returns new tensors."""
+    lung = target[LUNG_T] > 0.5
+    if not (lung.any() and (target[LUNG_W] > 0.5).any()):
+        return image, target
+    s = image.shape[-1]
+    cols = torch.nonzero(lung.any(0)).flatten()
+    right_side = _rand(gen) < 0.5  # image left (patient's right) or image right
+    margin = _rand(gen, 0.02, 0.08) * s
+    edge = (float(cols.min()) - margin) if right_side else (float(cols.max()) + margin)
+    rows = torch.arange(s, dtype=torch.float32)
+    wave = _rand(gen, 0.0, 0.03) * s * torch.sin(rows / s * _rand(gen, 2.0, 6.0) + _rand(gen, 0.0, 6.28))
+    bound = (edge - abs(float(wave.abs().max())) + wave) if right_side else (edge + abs(float(wave.abs().max())) + wave)
+    xx = torch.arange(s, dtype=torch.float32)[None, :]
+    region = (xx < bound[:, None]) if right_side else (xx > bound[:, None])
+    if region.float().mean() < 0.01:
+        return image, target
+    arm_w = _rand(gen, 0.03, 0.2) * s
+    arm = (xx < arm_w) if right_side else (xx > s - 1 - arm_w)
+    low = F.interpolate(torch.rand(1, 1, 8, 8, generator=gen), size=(s, s), mode="bilinear", align_corners=False)[0, 0]
+    air = _rand(gen, 0.05, 0.45) + 0.1 * low
+    fill = torch.where(arm.expand(s, s), torch.full((s, s), _rand(gen, 0.45, 0.85)), air)
+    img = image.clone()
+    img[0] = torch.where(region, fill, img[0])
+    t = target.clone()
+    for k, v in ((LUNG_T, 0), (HEART_T, 0), (LUNG_W, 1), (HEART_W, 1)):
+        t[k][region] = v
+    return img, t
+
+
 def augment(images: torch.Tensor, targets: torch.Tensor, gen: torch.Generator, p_devices: float = 0.5,
-            p_opacity: float = 0.3, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+            p_opacity: float = 0.3, strength: float = 1.0, p_air: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented, normalised (x − 0.5)/0.25 images and the warped targets (float 0/1)."""
     x, t = warp(images, targets, gen, strength)
+    for i in range(x.shape[0]) if p_air > 0 else ():  # after the warp: a zoomed-out film has room beside the chest
+        if _rand(gen) < p_air:
+            x[i], t[i] = outside_air(x[i], t[i], gen)
     size = x.shape[-1]
     for i in range(x.shape[0]):
         if _rand(gen) < p_opacity:

@@ -75,6 +75,13 @@ def split_lungs(lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return right, left, notes
 
 
+def touches_edge(mask: np.ndarray, frac: float = 0.02) -> bool:
+    """More than `frac` of the side length of `mask` lies on the image's outer frame: lungs inside the ribcage do not
+    run along the film's edge (when they do, the mask has usually taken in air outside the body, or the film is
+    cropped)."""
+    return int(mask[0].sum() + mask[-1].sum() + mask[:, 0].sum() + mask[:, -1].sum()) > frac * mask.shape[0]
+
+
 def clean_lungs(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     """Keep the two main lung components, fill holes; `ok` when both lungs look plausible (each ≥ 2 % of the
     image, one on each side of the image centre line)."""

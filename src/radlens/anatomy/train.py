@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from radlens.anatomy import data as D
 from radlens.anatomy.model import CHANNELS, AnatomyUNet, count_parameters, conv_gflops
-from radlens.anatomy.postprocess import clean_heart, clean_lungs, thorax_window
+from radlens.anatomy.postprocess import clean_heart, clean_lungs, thorax_window, touches_edge
 from radlens.encoders.base import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class TrainConfig:
     round2_epochs: int = 6
     lung_repeat_r1: int = 2  # human lung masks are repeated per epoch so they are not swamped
     lung_repeat_r2: int = 4
+    round3_epochs: int = 4  # round 3: pseudo-labels from round 2, edge-touching lungs refused, outside-body air
+    lr_round3: float = 5e-4
+    p_air: float = 0.35
     lr: float = 3e-3
     lr_round2: float = 1e-3
     weight_decay: float = 1e-4
@@ -120,7 +123,8 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, bs: int = 32) ->
     return torch.cat(outs) if outs else torch.zeros(0, 2, images.shape[-2], images.shape[-1])
 
 
-def make_pseudo_labels(probs: torch.Tensor, base: D.AnatomySet, hi: float) -> tuple[D.AnatomySet, dict[str, int]]:
+def make_pseudo_labels(probs: torch.Tensor, base: D.AnatomySet, hi: float, refuse_edge: bool = False
+                       ) -> tuple[D.AnatomySet, dict[str, int]]:
     """Round-2 targets from round-1 predictions (see module docstring); returns counts too.
 
     Human lung masks are kept as they are (and give the heart its anatomical window); elsewhere confident,
@@ -140,6 +144,9 @@ def make_pseudo_labels(probs: torch.Tensor, base: D.AnatomySet, hi: float) -> tu
             counts["lungs_human"] += 1
         else:
             lungs, ok_lungs = clean_lungs(pl > 0.5)
+            if ok_lungs and refuse_edge and touches_edge(lungs):  # round 3: outside-body air taken for lung
+                ok_lungs = False
+                counts["lungs_refused_edge"] = counts.get("lungs_refused_edge", 0) + 1
         if ok_lungs and base.info.source.iloc[i] != "lung-masks":
             conf = ((pl > hi) & lungs) | ((pl < lo) & ~lungs)
             targets[i, D.LUNG_T] = torch.from_numpy(lungs.astype(np.uint8))
@@ -188,7 +195,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _round(cfg: TrainConfig, rnd: int, model: AnatomyUNet, ema: AnatomyUNet, ds: D.AnatomySet, repeat: np.ndarray,
-           epochs: int, lr: float, out: Path, history: list, gen: torch.Generator, resume: dict | None) -> None:
+           epochs: int, lr: float, out: Path, history: list, gen: torch.Generator, resume: dict | None,
+           p_air: float = 0.0) -> None:
     """One training round over `ds`, each image repeated `repeat[i]` times per epoch."""
     index = torch.from_numpy(np.repeat(np.arange(len(ds)), repeat))
     steps_per_epoch = max(1, len(index) // cfg.batch_size)
@@ -208,11 +216,11 @@ def _round(cfg: TrainConfig, rnd: int, model: AnatomyUNet, ema: AnatomyUNet, ds:
         batches = [perm[s * cfg.batch_size:(s + 1) * cfg.batch_size] for s in range(steps_per_epoch)]
         # Augmentation runs one batch ahead in a second thread (torch releases the GIL), overlapping the step.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            nxt = pool.submit(D.augment, ds.images[batches[0]], ds.targets[batches[0]], gen)
+            nxt = pool.submit(D.augment, ds.images[batches[0]], ds.targets[batches[0]], gen, p_air=p_air)
             for s, idx in enumerate(batches):
                 x, t = nxt.result()
                 if s + 1 < len(batches):
-                    nxt = pool.submit(D.augment, ds.images[batches[s + 1]], ds.targets[batches[s + 1]], gen)
+                    nxt = pool.submit(D.augment, ds.images[batches[s + 1]], ds.targets[batches[s + 1]], gen, p_air=p_air)
                 logits = model(x.contiguous(memory_format=torch.channels_last))
                 ls = losses(logits.float(), t, ds.box[idx], cfg.proj_weight)
                 opt.zero_grad(set_to_none=True)
@@ -290,7 +298,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     log.info("round 2 pseudo-labels: %s", counts)
 
     rep2 = np.where(r2.info.source == "lung-masks", cfg.lung_repeat_r2, 1)
-    _round(cfg, 2, model, ema, r2, rep2, cfg.round2_epochs, cfg.lr_round2, out, history, gen, resume)
+    if resume is None or resume["round"] == 2:
+        _round(cfg, 2, model, ema, r2, rep2, cfg.round2_epochs, cfg.lr_round2, out, history, gen, resume)
+        resume = None
+    if cfg.round3_epochs:
+        if not (out / "round2_ema.pt").exists():
+            _atomic_save({k: v.clone() for k, v in ema.state_dict().items()}, out / "round2_ema.pt")
+        # Round 3: relabel with the round-2 model, refusing lungs that run along the film's edge (air outside the
+        # body taken for lung, the main lung failure seen on NIH AP films), and teach that failure away with the
+        # outside-body-air augmentation.
+        pseudo3 = out / "pseudo_labels_round3.pt"
+        if pseudo3.exists():
+            r3 = D.AnatomySet(base.images, torch.load(pseudo3, weights_only=True)["targets"], base.box, base.info)
+            counts3 = json.loads((out / "pseudo_labels_round3.json").read_text())
+        else:
+            t0 = time.time()
+            r3, counts3 = make_pseudo_labels(predict_probs(ema, base.images), base, cfg.pseudo_hi, refuse_edge=True)
+            counts3["seconds"] = round(time.time() - t0, 1)
+            _atomic_save({"targets": r3.targets}, pseudo3)
+            (out / "pseudo_labels_round3.json").write_text(json.dumps(counts3, indent=1))
+        log.info("round 3 pseudo-labels: %s", counts3)
+        _round(cfg, 3, model, ema, r3, rep2, cfg.round3_epochs, cfg.lr_round3, out, history, gen, resume, cfg.p_air)
+        counts = {"round2": counts, "round3": counts3}
     return finalize(cfg, out, ema, history, counts, time.time() - t_start)
 
 
