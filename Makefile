@@ -53,6 +53,7 @@ bench: venv
 	$(PY) bench/adapter_grid.py
 	$(PY) bench/search.py
 	$(PY) bench/service_load.py
+	$(PY) bench/segment.py
 
 clean:
 	rm -rf $(VENV) $(ZOO) runs .pytest_cache
