@@ -9,16 +9,15 @@ embeddings refuses embeddings from another encoder or another preprocessing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
+
+from radlens.atomic import folder_swap
 
 ADAPTER_KIND = "adapter"
 ADAPTER_VERSION = 1
@@ -98,24 +97,11 @@ def save_adapter(folder: str | Path, estimator: BaseEstimator, meta: dict[str, A
     import skops.io as sio
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with folder_swap(folder) as tmp:
         sio.dump(estimator, tmp / MODEL_FILE)
         payload = {"kind": ADAPTER_KIND, "version": ADAPTER_VERSION,
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
         (tmp / META_FILE).write_text(json.dumps(payload, indent=1, default=_json_default))
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -22,16 +22,15 @@ the inverse of the allowed fraction), again falling back to exact search when th
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from radlens.atomic import folder_swap
 
 INDEX_KIND = "index"
 META_FILE = "radlens.json"
@@ -195,24 +194,11 @@ class EmbeddingIndex:
         import faiss
 
         folder = self.folder
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with folder_swap(folder) as tmp:
             faiss.write_index(self.index, str(tmp / FAISS_FILE))
             np.save(tmp / VECTORS_FILE, np.asarray(self.vectors))
             self.rows.to_parquet(tmp / ROWS_FILE, index=False)
             (tmp / META_FILE).write_text(json.dumps(self.meta, indent=1))
-            old = None
-            if folder.exists():
-                old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
 
     @classmethod
