@@ -65,18 +65,39 @@ SEVERITY = {"trace": "mild", "tiny": "mild", "small": "mild", "mild": "mild", "m
             "severe": "severe", "extensive": "severe", "marked": "severe", "big": "severe", "huge": "severe",
             "gross": "severe", "moderate to large": "severe", "small to moderate": "moderate",
             "mild to moderate": "moderate", "moderate to severe": "severe"}
-NEGATION = ("no", "not", "without", "nor", "no evidence of", "no sign of", "no signs of", "negative for",
+# Negation words that only ever stand before the findings they negate.
+NEGATION = ("without", "nor", "neither", "no evidence of", "no sign of", "no signs of", "negative for",
             "free of", "absence of", "no convincing", "no definite", "there is no", "there are no")
+# Negation words that stand before ("no effusion") or after ("effusion absent", "pneumothorax is not seen",
+# "effusion: none") the findings they negate; the parser decides by position (see radlens.synth.prompt).
+POST_NEGATION = ("no", "not", "absent", "none", "nil", "negative", "excluded", "ruled out")
+# Conjunctions that join the items of a finding list ("no consolidation, effusion or pneumothorax").
+LIST_CONJ = ("and", "or", "nor", "&")
+# Phrases that state the heart is normal: each is a negated Cardiomegaly ("normal heart size",
+# "heart size is normal", "cardiac silhouette is not enlarged").
+_HEART = ("heart", "heart size", "cardiac size", "cardiac silhouette", "cardiac shadow", "cardiac contour",
+          "heart shadow", "cardiomediastinal silhouette", "cardiomediastinal contour", "cardiomediastinal contours",
+          "cardiothoracic ratio")
+NORMAL_HEART = tuple(dict.fromkeys(
+    f.format(s=s)
+    for s in _HEART
+    for f in ("normal {s}", "normal sized {s}", "normal size {s}", "{s} normal", "{s} is normal", "{s} are normal",
+              "{s} appears normal", "{s} normal in size", "{s} is normal in size", "{s} within normal limits",
+              "{s} is within normal limits", "{s} are within normal limits", "{s} not enlarged",
+              "{s} is not enlarged", "{s} are not enlarged", "{s} : normal", "{s} : within normal limits",
+              "{s} : not enlarged")))
 STRONG_BREAK = (",", ";", ".", ":", "but", "however", "although", "though", "whereas")
 WEAK_BREAK = ("and", "or", "with", "plus", "also", "as well as", "along with", "&", "+")
-# "with" and the strong breaks end a negation's scope; "and"/"or"/"nor" carry it on.
+# "with" and the strong breaks end a negation's scope; "and"/"or"/"nor" carry it on. Exception: a comma inside a
+# finding list ("no consolidation, effusion or pneumothorax") carries it on too (see radlens.synth.prompt).
 ENDS_NEGATION = STRONG_BREAK + ("with", "along with", "plus")
 FILLER = ("a", "an", "the", "of", "in", "at", "on", "is", "are", "there", "seen", "present", "noted", "lung",
           "lungs", "zone", "zones", "lobe", "lobes", "field", "fields", "side", "sides", "sided", "hemithorax", "measuring",
           "sized", "size", "pleural", "pulmonary", "evidence", "within", "involving", "to", "region", "segment",
           "patient", "shows", "showing", "chest", "x", "ray", "xray", "cxr", "radiograph", "identified", "visible",
           "appearance", "appearances", "of the", "consistent", "suggestive", "possible", "probable", "likely",
-          "some", "small volume", "volume", "base of", "cardiac", "heart", "silhouette", "new", "apparent")
+          "some", "small volume", "volume", "base of", "cardiac", "heart", "silhouette", "new", "apparent", "focal",
+          "demonstrated", "visualised", "visualized", "evident", "appreciated", "detected", "shown")
 
 
 def phrase_table() -> dict[tuple[str, ...], tuple[str, object]]:
@@ -94,6 +115,8 @@ def phrase_table() -> dict[tuple[str, ...], tuple[str, object]]:
         add(w, "strong", w)
     for w in NEGATION:
         add(w, "neg", w)
+    for w in POST_NEGATION:
+        add(w, "postneg", w)
     for w, v in SEVERITY.items():
         add(w, "sev", v)
     for w, v in ZONE.items():
@@ -107,6 +130,8 @@ def phrase_table() -> dict[tuple[str, ...], tuple[str, object]]:
     for name, syns in _SYN.items():
         for s in syns:
             add(s, "find", name)
+    for s in NORMAL_HEART:
+        add(s, "negfind", "Cardiomegaly")
     return table
 
 
@@ -117,6 +142,9 @@ def vocabulary_summary() -> str:
              "laterality: " + ", ".join(sorted(LATERALITY)),
              "zones: " + ", ".join(sorted(ZONE)) + "; lobes: " + ", ".join(sorted(LOBE)),
              "severity: " + ", ".join(sorted(SEVERITY)),
-             "sizes: '12 mm', '1.5cm', '3 cm'",
-             "negation: " + ", ".join(NEGATION)]
+             "sizes: '12 mm', '1.5cm', '3 cm', '3 x 2 cm', '30x20 mm' (largest dimension)",
+             "negation before findings: " + ", ".join(NEGATION + POST_NEGATION),
+             "negation after findings: " + ", ".join(POST_NEGATION) + " ('effusion absent', 'effusion: none')",
+             "normal heart (negated Cardiomegaly): 'normal heart size', 'heart size is normal', "
+             "'normal cardiac silhouette', 'heart not enlarged', ..."]
     return "\n".join(lines)
