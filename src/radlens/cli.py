@@ -320,3 +320,7 @@ app.command("train-anatomy")(_anatomy_cli.train_anatomy)
 
 if __name__ == "__main__":
     app()
+
+from radlens import cli_synth as _synth_cli  # noqa: E402
+
+app.add_typer(_synth_cli.app, name="synth")

@@ -323,8 +323,14 @@ class MaskSampler:
         scale = math.sqrt(factor) * math.exp(rng.normal(0, 0.1))
         w = max(4.0, row.rel_w * frame.width * scale)
         h = max(4.0, row.rel_h * frame.height * scale)
+        g = self.prior.by_finding[f.name]
+        amin, amax = float(g.area.min()), float(g.area.max())
+        rel = (w / frame.width) * (h / frame.height)
         if f.size_mm:
             s = (f.size_mm / mm_per_px) / max(w, h)
+            w, h = w * s, h * s
+        elif not amin <= rel <= amax / rules.SIZE_SLACK:  # stay within the sizes seen in real images (drawing
+            s = math.sqrt(np.clip(rel, amin, amax / rules.SIZE_SLACK) / rel)  # and rotation add a little)
             w, h = w * s, h * s
         if f.name == "Effusion":
             mask = _effusion(rng, frame, lung, row, factor)
@@ -343,6 +349,17 @@ class MaskSampler:
             else:  # pleura / chest wall: keep it within a band around the lungs
                 near = ndimage.binary_dilation(lung, iterations=rules.PLEURA_PX // 2) if mask.any() else lung
                 mask &= near
+            if not f.size_mm and mask.any():  # clipping must not shrink it below the real sizes
+                ys, xs = np.nonzero(mask)
+                drawn = ((np.ptp(xs) + 1) / frame.width) * ((np.ptp(ys) + 1) / frame.height)
+                if not amin / rules.SIZE_SLACK <= drawn <= amax * rules.SIZE_SLACK:
+                    return None
+            if f.zone and mask.any():  # clipping to the lung moves the centroid: keep it in the zone
+                ys, xs = np.nonzero(mask)
+                cu, cv = frame.to_uv(np.array(xs.mean()), np.array(ys.mean()))
+                lo, hi = rules.ZONES[f.zone]
+                if not lo <= float(cv) <= hi or (f.zone == "perihilar" and float(cu) > rules.PERIHILAR_MAX_U):
+                    return None
         return Instance(f.name, side, f.zone, f.severity, f.size_mm, mask, (u, v), f.text)
 
     def _template(self, rng, name: str, side: str, x: float, y: float, w: float, h: float) -> np.ndarray:
