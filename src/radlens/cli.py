@@ -318,9 +318,9 @@ from radlens import cli_anatomy as _anatomy_cli  # noqa: E402
 app.command("segment")(_anatomy_cli.segment)
 app.command("train-anatomy")(_anatomy_cli.train_anatomy)
 
-if __name__ == "__main__":
-    app()
-
 from radlens import cli_synth as _synth_cli  # noqa: E402
 
 app.add_typer(_synth_cli.app, name="synth")
+
+if __name__ == "__main__":
+    app()
