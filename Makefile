@@ -54,6 +54,7 @@ bench: venv
 	$(PY) bench/search.py
 	$(PY) bench/service_load.py
 	$(PY) bench/segment.py
+	$(PY) bench/synth_masks.py
 
 clean:
 	rm -rf $(VENV) $(ZOO) runs .pytest_cache

@@ -1,7 +1,8 @@
 """`radlens synth evaluate`: how often sampled masks pass the consistency checks, and how far sampled lesion
 locations are from real ones.
 
-Location distance: lesion centroids (measured on the sampled masks, in their own lung frames) fall into 6 cells,
+Location distance: lesion box centres (measured on the sampled masks, in their own lung frames; box centres
+because the real annotations are boxes, and ChestX-Det polygons are reduced to theirs) fall into 6 cells,
 side x upper/mid/lower zone; their frequencies are compared with those of the real instances of the NIH `eval`
 split (boxes and ChestX-Det polygons on images the prior never saw, placed in the expert's lung frames) by total
 variation distance (0 = same, 1 = disjoint). Its yardstick is the same distance between the real instances the
@@ -58,9 +59,10 @@ def sampled_cells(samples) -> list[str]:
         for inst in s.instances:
             if inst.finding == "Cardiomegaly" or not inst.mask.any():
                 continue
-            ys, xs = np.nonzero(inst.mask)
-            side = side_of(float(xs.mean()), frames)
-            _, v = frames[side].to_uv(np.array(xs.mean()), np.array(ys.mean()))
+            x0, y0, x1, y1 = inst.bbox()  # box centre, as for the real boxes and polygons
+            cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+            side = side_of(cx, frames)
+            _, v = frames[side].to_uv(np.array(cx), np.array(cy))
             out.append(cell(side, float(v)))
     return out
 

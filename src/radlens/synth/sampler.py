@@ -234,6 +234,8 @@ class MaskSampler:
             hpts[:, 0] = cx + (hpts[:, 0] - cx) * f
             hpts[:, 1] = base - (base - hpts[:, 1]) * f ** 0.3
             heart = fill_polygon(hpts, self.shape)
+        if ndimage.label(heart)[1] != 1:  # the resized outline folded over itself
+            return None, 0.0
         masks = np.stack([right, left, heart])
         frames = {"right": LungFrame.from_mask(right, "right"), "left": LungFrame.from_mask(left, "left")}
         mm_per_px = self.prior.assumptions["thorax_mm"] / tw
@@ -340,11 +342,23 @@ class MaskSampler:
             u = float(np.clip(u, 0.08, 0.92)) if rules.PLACE[f.name] == "lung" else u
             v = float(np.clip(v, 0.03, 0.97)) if rules.PLACE[f.name] == "lung" else v
             x, y = frame.to_xy(np.array(u), np.array(v))
+            state = rng.bit_generator.state
             mask = self._template(rng, f.name, side, float(x), float(y), w, h)
             if rules.PLACE[f.name] == "lung":
                 full = mask.sum()
-                mask &= lung
-                if mask.sum() < 0.6 * full:  # mostly outside this lung: redraw
+                clipped = mask & lung
+                if clipped.any():  # clipping moves the box centre: shift once so the clipped box sits where aimed
+                    x0, y0, x1, y1 = _bbox(clipped)
+                    dx, dy = float(x) - 0.5 * (x0 + x1), float(y) - 0.5 * (y0 + y1)
+                    if abs(dx) + abs(dy) > 2:
+                        rng.bit_generator.state = state  # the same outline and rotation, moved
+                        mask = self._template(rng, f.name, side, float(x) + dx, float(y) + dy, w, h)
+                        full = mask.sum()
+                        clipped = mask & lung
+                mask = clipped
+                # mostly outside this lung: redraw. Real boxes at the base often reach below the expert's lung
+                # (dense lung is segmented as non-lung), so the bar is relative to the real instance's own share.
+                if mask.sum() < 0.6 * min(1.0, float(row.inside_lung)) * full:
                     return None
             else:  # pleura / chest wall: keep it within a band around the lungs
                 near = ndimage.binary_dilation(lung, iterations=rules.PLEURA_PX // 2) if mask.any() else lung
@@ -353,6 +367,10 @@ class MaskSampler:
                 ys, xs = np.nonzero(mask)
                 drawn = ((np.ptp(xs) + 1) / frame.width) * ((np.ptp(ys) + 1) / frame.height)
                 if not amin / rules.SIZE_SLACK <= drawn <= amax * rules.SIZE_SLACK:
+                    return None
+            if f.size_mm and mask.any():  # a prompted size must survive clipping
+                x0, y0, x1, y1 = _bbox(mask)
+                if abs(max(x1 - x0, y1 - y0) * mm_per_px - f.size_mm) > 0.8 * rules.MM_TOLERANCE * f.size_mm:
                     return None
             if f.zone and mask.any():  # clipping to the lung moves the centroid: keep it in the zone
                 ys, xs = np.nonzero(mask)
@@ -392,6 +410,11 @@ def _conflicts(inst: Instance, placed: list[Instance]) -> bool:
     return False
 
 
+def _bbox(m: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
 def _widest_row(m: np.ndarray) -> int:
     rows = np.flatnonzero(m.any(1))
     if not rows.size:
@@ -418,7 +441,7 @@ def _band(frame: LungFrame, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 def _effusion(rng, frame: LungFrame, lung: np.ndarray, row, factor: float) -> np.ndarray:
     """Fluid from the base up: a meniscus, highest at the lateral wall, so it fills the costophrenic angle."""
     u, v, inside, y0 = _band(frame, lung)
-    top = float(np.clip(1.0 - (1.0 - row.v0) * math.sqrt(factor) + rng.normal(0, 0.03), 0.35, 0.93))
+    top = float(np.clip(1.0 - (1.0 - row.v0) * math.sqrt(factor) + rng.normal(0, 0.03), 0.1, 0.93))
     curve = 0.55 * np.clip(1.0 - u, 0, 1) ** 1.5 + 0.02 * np.sin(u * rng.uniform(4, 9) + rng.uniform(0, 6.3))
     region = inside & (v >= top + (1.0 - top) * curve)
     out = np.zeros_like(lung)
@@ -441,6 +464,12 @@ def _pneumothorax(rng, frame: LungFrame, lung: np.ndarray, row, factor: float, z
         lo = rules.ZONES[zone][0]
         taper = np.clip((v - (lo - 0.15)) / 0.15, 0, 1) ** 0.5
         dist = (1 - u) / t
+    elif zone is None and row.v0 > 0.3:  # the real one starts below the apex: a lateral band from v0 down
+        start = float(np.clip(row.v0 + rng.normal(0, 0.03), 0.3, 0.85))
+        end = max(bottom, start + 0.15)
+        ramp = lambda d: 0.5 * (1 + np.cos(np.pi * np.clip(d, 0, 1)))  # noqa: E731
+        taper = ramp((start + 0.08 - v) / 0.08) * ramp((v - (end - 0.1)) / 0.1)
+        dist = (1 - u) / (t * wobble)
     else:  # lateral band and apical cap joined by a rounded (soft-min) corner; the band tapers out at `bottom`
         taper = np.where(v <= 0.7 * bottom, 1.0,
                          0.5 * (1 + np.cos(np.pi * np.clip((v - 0.7 * bottom) / (0.3 * bottom), 0, 1))))
