@@ -157,14 +157,17 @@ class LungFrame:
         return self.medial[r] + u * (self.lateral[r] - self.medial[r]), y
 
     def uv_maps(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """u and v for every pixel of the lung's row band (rows top..bottom, all columns); returns (u, v, (y0, x0))."""
-        ys = np.arange(self.top, self.bottom + 1, dtype=np.float64)
-        xs = np.arange(shape[1], dtype=np.float64)
+        """u and v (float32) over the lung's bounding box (rows top..bottom, the columns it spans); returns
+        (u, v, (y0, x0)), the box's top-left corner."""
+        x0 = max(0, int(np.floor(min(self.medial.min(), self.lateral.min()))))
+        x1 = min(shape[1], int(np.ceil(max(self.medial.max(), self.lateral.max()))) + 1)
+        ys = np.arange(self.top, self.bottom + 1, dtype=np.float32)
+        xs = np.arange(x0, x1, dtype=np.float32)
         span = self.lateral - self.medial
-        span = np.where(np.abs(span) < 1, np.where(span < 0, -1.0, 1.0), span)
-        u = (xs[None, :] - self.medial[:, None]) / span[:, None]
-        v = np.repeat(((ys - self.top) / max(1.0, self.bottom - self.top))[:, None], shape[1], axis=1)
-        return u, v, (self.top, 0)
+        span = np.where(np.abs(span) < 1, np.where(span < 0, -1.0, 1.0), span).astype(np.float32)
+        u = (xs[None, :] - self.medial.astype(np.float32)[:, None]) / span[:, None]
+        v = np.repeat(((ys - self.top) / max(1.0, self.bottom - self.top))[:, None], len(xs), axis=1)
+        return u, v, (self.top, x0)
 
 
 def side_of(x: float, frames: dict[str, LungFrame]) -> str:

@@ -433,25 +433,29 @@ def _thorax_width(right: np.ndarray, left: np.ndarray) -> int:
     return int((last - first).max() + 1)
 
 
-def _band(frame: LungFrame, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    u, v, (y0, _) = frame.uv_maps(lung.shape)
-    return u, v, lung[y0:y0 + u.shape[0]], y0
+def _band(frame: LungFrame, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    u, v, (y0, x0) = frame.uv_maps(lung.shape)
+    return u, v, lung[y0:y0 + u.shape[0], x0:x0 + u.shape[1]], (y0, x0)
+
+
+def _paste(region: np.ndarray, corner: tuple[int, int], like: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(like)
+    out[corner[0]:corner[0] + region.shape[0], corner[1]:corner[1] + region.shape[1]] = region
+    return out
 
 
 def _effusion(rng, frame: LungFrame, lung: np.ndarray, row, factor: float) -> np.ndarray:
     """Fluid from the base up: a meniscus, highest at the lateral wall, so it fills the costophrenic angle."""
-    u, v, inside, y0 = _band(frame, lung)
+    u, v, inside, corner = _band(frame, lung)
     top = float(np.clip(1.0 - (1.0 - row.v0) * math.sqrt(factor) + rng.normal(0, 0.03), 0.1, 0.93))
     curve = 0.55 * np.clip(1.0 - u, 0, 1) ** 1.5 + 0.02 * np.sin(u * rng.uniform(4, 9) + rng.uniform(0, 6.3))
     region = inside & (v >= top + (1.0 - top) * curve)
-    out = np.zeros_like(lung)
-    out[y0:y0 + region.shape[0]] = region
-    return out
+    return _paste(region, corner, lung)
 
 
 def _pneumothorax(rng, frame: LungFrame, lung: np.ndarray, row, factor: float, zone: str | None) -> np.ndarray:
     """Pleural air along the lateral wall and over the apex: a band whose inner edge is the collapsed lung."""
-    u, v, inside, y0 = _band(frame, lung)
+    u, v, inside, corner = _band(frame, lung)
     t = float(np.clip(row.rel_w * 0.45 * math.sqrt(factor) + rng.normal(0, 0.03), 0.06, 0.55))
     bottom = float(np.clip(row.v1 + rng.normal(0, 0.05), 0.25, 0.95))
     if zone in ("apical", "upper"):
@@ -477,6 +481,4 @@ def _pneumothorax(rng, frame: LungFrame, lung: np.ndarray, row, factor: float, z
         m = np.minimum(a, b)
         dist = m - np.log(np.exp(-4 * (a - m)) + np.exp(-4 * (b - m))) / 4 + np.log(2) / 4
     region = inside & (dist <= taper)
-    out = np.zeros_like(lung)
-    out[y0:y0 + region.shape[0]] = region
-    return out
+    return _paste(region, corner, lung)
