@@ -1,0 +1,210 @@
+"""Train the mask-conditioned generator on NIH training pairs (`radlens synth train`); resumable.
+
+Recipe: hinge GAN loss (PatchGAN discriminator with spectral norm) + L1 to the real image (weight `l1`) +
+discriminator feature matching (weight `fm`), Adam(2e-4, 0.5, 0.999) for both nets, batch `batch_size`, light
+geometric augmentation applied to image and condition together (shift and zoom of a few per cent; never a
+horizontal flip: laterality is anatomy). Validation L1 on the NIH `val` split each epoch; a fixed-condition preview
+sheet per epoch (`previews/epoch_NNN.png`) so progress can be looked at while it runs.
+
+Checkpoints (`checkpoint.pt`, every epoch and every `checkpoint_every` steps, written to a temp file then renamed)
+hold only state dicts and plain numbers and are loaded with `weights_only=True`. The final generator goes to
+`final/` as `model.safetensors` + `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from radlens.synth.condition import LABELS, PLANES, condition_tensor
+from radlens.synth.generator import CondUNet, PatchDiscriminator, parameters
+
+log = logging.getLogger(__name__)
+KIND = "radlens-cxr-generator"
+
+
+@dataclass
+class GenTrainConfig:
+    nih_data: str
+    out: str
+    size: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    disc_width: int = 32
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 2e-4
+    l1: float = 10.0
+    fm: float = 2.0
+    threads: int = 2
+    limit: int | None = None
+    checkpoint_every: int = 200
+    seed: int = 0
+    max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
+
+
+def _augment(x: torch.Tensor, c: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    n = x.shape[0]
+    s = 1 + (torch.rand(n, generator=g) - 0.5) * 0.1
+    t = (torch.rand(n, 2, generator=g) - 0.5) * 0.08
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = s
+    theta[:, :, 2] = t
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    both = F.grid_sample(torch.cat([x, c], 1), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return both[:, :1], both[:, 1:]
+
+
+def _batch(pairs, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(pairs.images[idx]).float()[:, None] / 127.5 - 1.0
+    planes = torch.from_numpy(pairs.planes[idx]).float() / 255.0
+    labels = torch.from_numpy(pairs.labels[idx]).float()
+    return x, condition_tensor(planes, labels)
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: GenTrainConfig) -> dict:
+    from rich.progress import Progress
+
+    from radlens.synth.gen_data import load_pairs
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    (out / "previews").mkdir(parents=True, exist_ok=True)
+    root = Path(cfg.nih_data)
+    pairs = load_pairs(root, cfg.size, ("train",), cfg.limit)
+    val = load_pairs(root, cfg.size, ("val",), min(cfg.limit or 64, 64))
+    torch.manual_seed(cfg.seed)
+    G = CondUNet(widths=tuple(cfg.widths))
+    D = PatchDiscriminator(width=cfg.disc_width)
+    og = torch.optim.Adam(G.parameters(), cfg.lr, betas=(0.5, 0.999))
+    od = torch.optim.Adam(D.parameters(), cfg.lr, betas=(0.5, 0.999))
+    state = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
+    ck = out / "checkpoint.pt"
+    if ck.is_file():
+        saved = torch.load(ck, weights_only=True)
+        G.load_state_dict(saved["G"])
+        D.load_state_dict(saved["D"])
+        og.load_state_dict(saved["og"])
+        od.load_state_dict(saved["od"])
+        state = json.loads(saved["state"])
+        log.info("resumed at epoch %d step %d", state["epoch"], state["step"])
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "generator_parameters": parameters(G),
+                                                 "discriminator_parameters": parameters(D)}, indent=1))
+    g = torch.Generator().manual_seed(cfg.seed + state["step"])
+    steps_per_epoch = max(1, len(pairs) // cfg.batch_size)
+    started = time.time()
+    fixed = np.arange(min(8, len(val)))
+
+    def checkpoint() -> None:
+        state["seconds"] += time.time() - checkpoint.t
+        checkpoint.t = time.time()
+        _save_atomic({"G": G.state_dict(), "D": D.state_dict(), "og": og.state_dict(), "od": od.state_dict(),
+                      "state": json.dumps(state)}, ck)
+    checkpoint.t = time.time()
+
+    with Progress() as bar:
+        task = bar.add_task("generator", total=cfg.epochs * steps_per_epoch, completed=state["step"])
+        while state["epoch"] < cfg.epochs:
+            rng = np.random.default_rng([cfg.seed, state["epoch"]])
+            order = rng.permutation(len(pairs))
+            start = state["step"] - state["epoch"] * steps_per_epoch
+            sums = {"d": 0.0, "g_adv": 0.0, "l1": 0.0, "fm": 0.0}
+            G.train()
+            for k in range(start, steps_per_epoch):
+                x, c = _augment(*_batch(pairs, order[k * cfg.batch_size:(k + 1) * cfg.batch_size]), g)
+                fake = G(c)
+                real_score, _ = D(x, c)
+                fake_score, _ = D(fake.detach(), c)
+                d_loss = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
+                od.zero_grad(set_to_none=True)
+                d_loss.backward()
+                od.step()
+                fake_score, ff = D(fake, c)
+                with torch.no_grad():
+                    _, rf = D(x, c)
+                fm = sum(F.l1_loss(a, b) for a, b in zip(ff, rf)) / len(ff)
+                l1 = F.l1_loss(fake, x)
+                g_adv = -fake_score.mean()
+                g_loss = g_adv + cfg.l1 * l1 + cfg.fm * fm
+                og.zero_grad(set_to_none=True)
+                g_loss.backward()
+                og.step()
+                for key, v in (("d", d_loss), ("g_adv", g_adv), ("l1", l1), ("fm", fm)):
+                    sums[key] += float(v)
+                state["step"] += 1
+                bar.advance(task)
+                if state["step"] % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if cfg.max_minutes and (time.time() - started) > cfg.max_minutes * 60:
+                    checkpoint()
+                    return {"stopped": "max_minutes", **state}
+            n = max(1, steps_per_epoch - start)
+            rec = {"epoch": state["epoch"] + 1, **{k: round(v / n, 4) for k, v in sums.items()},
+                   "val_l1": round(validate(G, val), 4), "seconds": round(state["seconds"] + time.time() - checkpoint.t, 1)}
+            state["history"].append(rec)
+            state["epoch"] += 1
+            log.info("epoch %s", rec)
+            preview(G, val, fixed, out / "previews" / f"epoch_{state['epoch']:03d}.png")
+            checkpoint()
+    export(G, cfg, state, out / "final")
+    return state
+
+
+@torch.no_grad()
+def validate(G: CondUNet, val) -> float:
+    G.eval()
+    g = torch.Generator().manual_seed(0)
+    x, c = _batch(val, np.arange(len(val)))
+    err = float(F.l1_loss(G(c, generator=g), x))
+    G.train()
+    return err
+
+
+@torch.no_grad()
+def preview(G: CondUNet, val, idx: np.ndarray, path: Path) -> None:
+    """Rows: real image, its condition (anatomy as colour), generated image."""
+    from PIL import Image
+
+    G.eval()
+    x, c = _batch(val, idx)
+    y = G(c, generator=torch.Generator().manual_seed(0))
+    G.train()
+    to8 = lambda t: ((t[:, 0].clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # noqa: E731
+    real, fake = to8(x), to8(y)
+    cond = (c[:, :3].permute(0, 2, 3, 1).numpy() * 200 + c[:, 3:len(PLANES)].amax(1, keepdim=True).permute(0, 2, 3, 1).numpy() * 55)
+    cond = np.clip(cond, 0, 255).astype(np.uint8)
+    rows = [np.concatenate([np.stack([r] * 3, -1) for r in real], 1), np.concatenate(list(cond), 1),
+            np.concatenate([np.stack([f] * 3, -1) for f in fake], 1)]
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def export(G: CondUNet, cfg: GenTrainConfig, state: dict, folder: Path) -> None:
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from radlens.atomic import folder_swap
+
+    with folder_swap(folder) as tmp:
+        save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(tmp / "model.safetensors"))
+        digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()[:12]
+        (tmp / "config.json").write_text(json.dumps({
+            "kind": KIND, "version": "v1", "model_id": f"{KIND}-v1@{digest}", "size": cfg.size,
+            "widths": list(cfg.widths), "planes": list(PLANES), "labels": list(LABELS), "parameters": parameters(G),
+            "epochs": state["epoch"], "steps": state["step"], "train_seconds": round(state["seconds"], 1),
+            "recipe": {k: getattr(cfg, k) for k in ("batch_size", "lr", "l1", "fm", "disc_width", "seed")},
+            "history": state["history"]}, indent=1))
