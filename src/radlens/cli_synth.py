@@ -66,3 +66,76 @@ def evaluate(
     r = run(out, nih_root=nih, n=n, seed=seed, prior=str(prior) if prior else None)
     typer.echo((out / "synth_masks_eval.md").read_text())
     typer.echo(f"overlay sheet: {out / r['overlay_sheet']}")
+
+
+@app.command("train")
+def train(
+    nih: Path = typer.Option(..., "--nih", help="NIH ChestX-ray14 folder (images, manifest, boxes, ChestX-Det)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint.pt, previews/, final/ (resumes)."),
+    size: int = typer.Option(128, "--size", help="Image side in px (a multiple of 2^(levels+1))."),
+    widths: str = typer.Option("32,64,128,256", "--widths", help="Generator widths per level, comma-separated."),
+    epochs: int = typer.Option(40, "--epochs", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=2),
+    threads: int = typer.Option(2, "--threads", min=1),
+    limit: Optional[int] = typer.Option(None, "--limit", min=2, help="First N training images (smoke tests)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after a checkpoint past this."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train the mask-conditioned X-ray generator on NIH training pairs (expert anatomy + shaped findings)."""
+    import logging
+
+    from radlens.synth.gen_train import GenTrainConfig, train as run
+
+    logging.getLogger("radlens").setLevel(logging.INFO)
+    logging.basicConfig(level=logging.WARNING)
+    state = run(GenTrainConfig(nih_data=str(nih), out=str(out), size=size,
+                               widths=tuple(int(w) for w in widths.split(",")), epochs=epochs, batch_size=batch_size,
+                               threads=threads, limit=limit, max_minutes=max_minutes, seed=seed))
+    typer.echo(json.dumps({k: state[k] for k in ("epoch", "step", "seconds")} | {"last": (state["history"] or [None])[-1]},
+                          indent=1))
+
+
+@app.command("fit-filter")
+def fit_filter(
+    nih: Path = typer.Option(..., "--nih", help="NIH ChestX-ray14 folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Filter folder to write (filter.json + finding-expert/)."),
+    size: int = typer.Option(128, "--size", help="The generator's image size (anatomy thresholds are per size)."),
+    lung_masks: Optional[Path] = typer.Option(None, "--lung-masks", help="Human lung-mask set (lung Dice bars)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="An existing radlens-cxr store of the NIH images "
+                                                               "(default: embed them now)."),
+) -> None:
+    """Build the expert filter from real images only: finding expert (radlens-cxr + logreg on NIH train) and
+    anatomy Dice thresholds (the expert on real val images at the generator's size)."""
+    from radlens.synth.filter_fit import fit_filter as run
+
+    typer.echo(json.dumps(run(nih, out, size=size, lung_root=lung_masks, store=store), indent=1, default=str))
+
+
+@app.command("generate")
+def generate(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Clinical prompt."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder (images, masks, coco.json, manifest.csv)."),
+    n: int = typer.Option(16, "--n", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    generator: Optional[Path] = typer.Option(None, "--generator", help="Generator folder (default: packaged)."),
+    filter_dir: Optional[Path] = typer.Option(None, "--filter", help="Expert filter folder (default: packaged)."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Mask prior folder (default: packaged)."),
+    dicom: bool = typer.Option(False, "--dicom", help="Also write DICOM Secondary Capture images."),
+    sex: Optional[str] = typer.Option(None, "--sex"),
+    age: Optional[float] = typer.Option(None, "--age"),
+    view: Optional[str] = typer.Option(None, "--view"),
+) -> None:
+    """Masks from the prompt → images → expert filter → labelled dataset + contact sheet."""
+    from radlens.synth.generate_job import generate as run
+    from radlens.synth.prompt import PromptError
+    from radlens.synth.sampler import SynthError
+
+    try:
+        p = run(prompt, n, seed, out, generator=str(generator) if generator else None,
+                filter_dir=str(filter_dir) if filter_dir else None, prior=str(prior) if prior else None, dicom=dicom,
+                sex=sex, age=age, view=view)
+    except (PromptError, SynthError, FileExistsError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(p, indent=1, default=str))
+    typer.echo(f"kept {p['kept']} of {n}; contact sheet: {out / 'contact_sheet.png'}")

@@ -144,13 +144,14 @@ def train(cfg: GenTrainConfig) -> dict:
                 g_loss.backward()
                 og.step()
                 for key, v in (("d", d_loss), ("g_adv", g_adv), ("l1", l1), ("fm", fm)):
-                    sums[key] += float(v)
+                    sums[key] += float(v.detach())
                 state["step"] += 1
                 bar.advance(task)
                 if state["step"] % cfg.checkpoint_every == 0:
                     checkpoint()
                 if cfg.max_minutes and (time.time() - started) > cfg.max_minutes * 60:
                     checkpoint()
+                    export(G, cfg, state, out / "final")  # usable now; a rerun resumes and replaces it
                     return {"stopped": "max_minutes", **state}
             n = max(1, steps_per_epoch - start)
             rec = {"epoch": state["epoch"] + 1, **{k: round(v / n, 4) for k, v in sums.items()},

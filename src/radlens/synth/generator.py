@@ -37,11 +37,10 @@ class _Block(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         self.noise_w = nn.Parameter(torch.zeros(1, cout, 1, 1))
 
-    def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         h = F.silu(self.n1(self.c1(x)))
         h = self.n2(self.c2(h))
-        if noise:
-            h = h + self.noise_w * torch.randn(h.shape[0], 1, h.shape[2], h.shape[3], dtype=h.dtype, device=h.device)
+        h = h + self.noise_w * torch.randn(h.shape[0], 1, h.shape[2], h.shape[3], generator=generator, dtype=h.dtype)
         return F.silu(h + self.skip(x))
 
 
@@ -65,15 +64,16 @@ class CondUNet(nn.Module):
         if cond.shape[-1] % f or cond.shape[-2] % f:
             raise ValueError(f"CondUNet: sides must be multiples of {f}, got {tuple(cond.shape[-2:])}")
         z = torch.randn(cond.shape[0], NOISE, cond.shape[2], cond.shape[3], generator=generator, dtype=cond.dtype)
-        h = self.stem(F.pixel_unshuffle(torch.cat([cond, z], 1), 2))
+        g = generator
+        h = self.stem(F.pixel_unshuffle(torch.cat([cond, z], 1), 2), g)
         skips = [h]
         for d, e in zip(self.down, self.enc):
-            h = e(d(h))
+            h = e(d(h), g)
             skips.append(h)
-        h = self.mid(skips.pop())
+        h = self.mid(skips.pop(), g)
         for i in range(len(self.dec) - 1, -1, -1):
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = self.dec[i](torch.cat([h, skips.pop()], 1))
+            h = self.dec[i](torch.cat([h, skips.pop()], 1), g)
         return torch.tanh(self.out(h))
 
 

@@ -76,3 +76,51 @@ def contact_sheet(rows: Sequence[tuple[str, Sequence[MaskSample]]], path: Path, 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def image_overlay(image: np.ndarray, sample: MaskSample) -> np.ndarray:
+    """(S, S, 3) uint8: the generated image in grey with the conditioning outlines (anatomy grey-blue, findings in
+    their colours) drawn at the image's size."""
+    from radlens.synth.condition import resize_planes
+
+    s = image.shape[-1]
+    base = np.clip(image * 255, 0, 255).astype(np.float32)
+    rgb = np.stack([base] * 3, -1)
+    planes = resize_planes(sample.masks.astype(np.float32), s) >= 0.5
+    for name, m in zip(sample.channels, planes):
+        c = np.array(ANATOMY_RGB.get(name) or FINDING_RGB.get(name, (255, 255, 0)), np.float32)
+        if name in ANATOMY_RGB:
+            c = np.array((90, 200, 255), np.float32) if name != "heart" else np.array((255, 120, 120), np.float32)
+        rgb[_edge(m)] = c
+    return rgb.astype(np.uint8)
+
+
+def pair_sheet(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, MaskSample, bool]]]], path: Path,
+               cell: float = 2.0) -> Path:
+    """Rows of (title, [(image, sample, passed)]): each pair as the bare image and the image with mask outlines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncol = 2 * max(len(r) for _, r in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(cell * ncol + 1.8, cell * len(rows) + 0.3), squeeze=False)
+    for r, (title, pairs) in enumerate(rows):
+        for k in range(ncol // 2):
+            a, b = axes[r, 2 * k], axes[r, 2 * k + 1]
+            a.axis("off")
+            b.axis("off")
+            if k >= len(pairs):
+                continue
+            img, sample, passed = pairs[k]
+            a.imshow(img, cmap="gray", vmin=0, vmax=1)
+            b.imshow(image_overlay(img, sample))
+            a.set_title(f"#{sample.seed[1]} {'kept' if passed else 'rejected'}", fontsize=6,
+                        color="black" if passed else "red")
+        axes[r, 0].text(-0.08, 0.5, textwrap.fill(title, 24), transform=axes[r, 0].transAxes, ha="right",
+                        va="center", fontsize=7)
+    fig.subplots_adjust(left=1.8 / (cell * ncol + 1.8), right=0.99, top=0.95, bottom=0.02, wspace=0.04, hspace=0.25)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
