@@ -80,11 +80,16 @@ def train(
     limit: Optional[int] = typer.Option(None, "--limit", min=2, help="First N training images (smoke tests)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after a checkpoint past this."),
     seed: int = typer.Option(0, "--seed"),
+    export_only: bool = typer.Option(False, "--export-only", help="Write OUT/final from OUT's last checkpoint."),
 ) -> None:
     """Train the mask-conditioned X-ray generator on NIH training pairs (expert anatomy + shaped findings)."""
     import logging
 
-    from radlens.synth.gen_train import GenTrainConfig, train as run
+    from radlens.synth.gen_train import GenTrainConfig, export_checkpoint, train as run
+
+    if export_only:
+        typer.echo(f"wrote {export_checkpoint(out)}")
+        return
 
     logging.getLogger("radlens").setLevel(logging.INFO)
     logging.basicConfig(level=logging.WARNING)

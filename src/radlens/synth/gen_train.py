@@ -209,3 +209,15 @@ def export(G: CondUNet, cfg: GenTrainConfig, state: dict, folder: Path) -> None:
             "epochs": state["epoch"], "steps": state["step"], "train_seconds": round(state["seconds"], 1),
             "recipe": {k: getattr(cfg, k) for k in ("batch_size", "lr", "l1", "fm", "disc_width", "seed")},
             "history": state["history"]}, indent=1))
+
+
+def export_checkpoint(run: Path) -> Path:
+    """Write `run/final` from the run's last checkpoint (e.g. after stopping a run by hand)."""
+    cfg_d = json.loads((run / "config.json").read_text())
+    fields = set(GenTrainConfig.__dataclass_fields__)
+    cfg = GenTrainConfig(**{k: (tuple(v) if k == "widths" else v) for k, v in cfg_d.items() if k in fields})
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    G = CondUNet(widths=tuple(cfg.widths))
+    G.load_state_dict(saved["G"])
+    export(G, cfg, json.loads(saved["state"]), run / "final")
+    return run / "final"
