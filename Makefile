@@ -55,6 +55,7 @@ bench: venv
 	$(PY) bench/service_load.py
 	$(PY) bench/segment.py
 	$(PY) bench/synth_masks.py
+	$(PY) bench/synth.py
 
 clean:
 	rm -rf $(VENV) $(ZOO) runs .pytest_cache

@@ -111,3 +111,32 @@ def test_dice():
     a = np.zeros((8, 8), bool)
     a[2:6, 2:6] = True
     assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0 and dice(a & False, a & False) == 1.0
+
+
+def test_generate_cli_writes_a_filtered_labelled_set(tmp_path):
+    """Prompt -> masks -> packaged generator -> expert filter -> export, as a user runs it."""
+    import pandas as pd
+
+    from conftest import run_cli
+    from radlens.synth.image_gen import PACKAGED_GENERATOR
+
+    if not (PACKAGED_GENERATOR / "model.safetensors").is_file() or not (PACKAGED_FILTER / "filter.json").is_file():
+        pytest.skip("no packaged generator/filter")
+    out = tmp_path / "set"
+    run_cli("synth", "generate", "--prompt", "moderate right pleural effusion with cardiomegaly", "--n", "6",
+            "--seed", "3", "--out", str(out))
+    gen = json.loads((out / "generation.json").read_text())
+    man = pd.read_csv(out / "manifest.csv")
+    rej = pd.read_csv(out / "rejected.csv")
+    assert len(man) == gen["kept"] and len(man) + len(rej) == 6
+    assert gen["generator_id"].startswith("radlens-cxr-generator-v1@") and gen["prior_id"].startswith("radlens-maskprior")
+    coco = json.loads((out / "coco.json").read_text())
+    assert len(coco["images"]) == len(man)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    effusion = [a for a in coco["annotations"] if names[a["category_id"]].lower() == "effusion"]
+    assert len(effusion) >= len(man)  # every kept image has its prompted effusion as an instance
+    assert all(r for r in rej.qc_reasons) and (out / "contact_sheet.png").is_file()
+    from PIL import Image
+
+    img = Image.open(out / man.path[0])
+    assert img.size == (128, 128)
