@@ -18,14 +18,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_MS = 50.0
-PROMPTS = (
-    "moderate right pleural effusion with cardiomegaly",
-    "3 cm mass in the left upper zone",
-    "small left apical pneumothorax, no effusion",
-    "bilateral lower zone consolidation",
-    "right basal atelectasis and a 12 mm nodule in the right mid zone",
-    "severe cardiomegaly with bilateral effusions and a left lower zone pneumonia",
-)
 
 
 def main() -> None:
@@ -36,6 +28,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from radlens.synth import shape_model as sm
     from radlens.synth.checks import check_sample
+    from radlens.synth.evaluate import SHOWCASE as PROMPTS
     from radlens.synth.prompt import parse_prompt
     from radlens.synth.sampler import MaskSampler
 
