@@ -79,7 +79,7 @@ def test_filter_keeps_real_images_with_their_own_anatomy_and_rejects_broken_pair
     from radlens.synth.filter_fit import _small
     from radlens.io import load_image
     from radlens.synth.sampler import MaskSample
-    from radlens.synth.real_anatomy import nih_frame
+    from radlens.anatomy.data import nih_frame
 
     size = expert.config["size"]
     man = nih_frame(nih, ("eval",))

@@ -136,9 +136,13 @@ def test_checks_catch_what_the_prompt_forbids(sampler):
     outside = np.zeros_like(nod)
     outside[2:2 + np.ptp(ys) + 1, 2:2 + np.ptp(xs) + 1] = True
     assert "inside" in {v.check for v in check_sample(_swap_instance(s, 0, outside), parsed, sampler.prior)}
-    low = np.roll(nod, int(0.45 * (ys.max() - ys.min() + 200)), axis=0) & s.channel("lung_right")
-    if low.any():
-        assert "zone" in {v.check for v in check_sample(_swap_instance(s, 0, low), parsed, sampler.prior)}
+    from radlens.synth.geometry import LungFrame
+
+    cx, cy = LungFrame.from_mask(s.channel("lung_right"), "right").to_xy(np.array(0.5), np.array(0.85))
+    low = np.zeros_like(nod)
+    h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+    low[int(cy) - h // 2:int(cy) - h // 2 + h, int(cx) - w // 2:int(cx) - w // 2 + w] = True
+    assert "zone" in {v.check for v in check_sample(_swap_instance(s, 0, low), parsed, sampler.prior)}
     huge = np.zeros_like(nod)
     huge[ys.min():ys.min() + 60, xs.min() - 30:xs.min() + 30] = True
     huge &= s.channel("lung_right")
@@ -148,8 +152,10 @@ def test_checks_catch_what_the_prompt_forbids(sampler):
     wide[2] = wide[0] | wide[1] | wide[2]
     assert "cardiomegaly" in {v.check for v in check_sample(dataclasses.replace(s, masks=wide), parsed,
                                                               sampler.prior, shape=False)}
-    neg = parse_prompt("12 mm nodule in the right upper zone, no nodule")
-    assert neg.negated
+    neg = parse_prompt("12 mm nodule in the right upper zone, no effusion")
+    assert check_sample(s, neg, sampler.prior) == []
+    drawn = dataclasses.replace(s, channels=s.channels + ["Effusion"], masks=np.concatenate([s.masks, low[None]]))
+    assert "negation" in {v.check for v in check_sample(drawn, neg, sampler.prior, shape=False)}
 
 
 def test_unsupported_and_unparseable_prompts_say_why(sampler):

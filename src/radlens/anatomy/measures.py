@@ -57,6 +57,29 @@ def _extent(mask: np.ndarray) -> tuple[int, int] | None:
     return (int(cols[0]), int(cols[-1])) if cols.size else None
 
 
+def widest_row(mask: np.ndarray) -> tuple[int, int | None, int | None, int | None]:
+    """(width, first column, last column, row) of the mask's widest row; (0, None, None, None) when empty."""
+    rows = np.flatnonzero(mask.any(1))
+    if not rows.size:
+        return 0, None, None, None
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    k = int(np.argmax(last - first))
+    return int(last[k] - first[k] + 1), int(first[k]), int(last[k]), int(rows[k])
+
+
+def thorax_width(lung_right: np.ndarray, lung_left: np.ndarray) -> tuple[int, int | None, int | None, int | None]:
+    """Widest row from the right lung's outer edge (smallest column) to the left lung's (largest), as widest_row."""
+    rows = np.flatnonzero(lung_right.any(1) & lung_left.any(1))
+    if not rows.size:
+        return 0, None, None, None
+    r_first = np.argmax(lung_right[rows], axis=1)
+    l_last = lung_left.shape[1] - 1 - np.argmax(lung_left[rows, ::-1], axis=1)
+    widths = l_last - r_first + 1
+    k = int(np.argmax(widths))
+    return int(widths[k]), int(r_first[k]), int(l_last[k]), int(rows[k])
+
+
 def measure(lung_right: np.ndarray, lung_left: np.ndarray, heart: np.ndarray,
             pixel_spacing: tuple[float, float] | None = None, notes: list[str] | None = None) -> AnatomyMeasures:
     """Measures of one image's masks (boolean, same shape); `pixel_spacing` (row, col) in mm gives areas in cm²."""
@@ -64,22 +87,8 @@ def measure(lung_right: np.ndarray, lung_left: np.ndarray, heart: np.ndarray,
     ar, al, ah = (int(np.count_nonzero(m)) for m in (lung_right, lung_left, heart))
     cm2 = (lambda n: n * pixel_spacing[0] * pixel_spacing[1] / 100.0) if pixel_spacing else (lambda n: None)
     lungs = lung_right | lung_left
-    # thorax: per row, outer edge of the right lung (smallest column) to the outer edge of the left lung (largest)
-    thorax_w, tx0, tx1, trow = 0, None, None, None
-    rows = np.flatnonzero(lung_right.any(1) & lung_left.any(1))
-    if rows.size:
-        r_first = np.argmax(lung_right[rows], axis=1)
-        l_last = lung_left.shape[1] - 1 - np.argmax(lung_left[rows, ::-1], axis=1)
-        widths = l_last - r_first + 1
-        k = int(np.argmax(widths))
-        thorax_w, tx0, tx1, trow = int(widths[k]), int(r_first[k]), int(l_last[k]), int(rows[k])
-    heart_w, hx0, hx1, hrow = 0, None, None, None
-    hrows = np.flatnonzero(heart.any(1))
-    if hrows.size:
-        first = np.argmax(heart[hrows], axis=1)
-        last = heart.shape[1] - 1 - np.argmax(heart[hrows, ::-1], axis=1)
-        k = int(np.argmax(last - first))
-        heart_w, hx0, hx1, hrow = int(last[k] - first[k] + 1), int(first[k]), int(last[k]), int(hrows[k])
+    thorax_w, tx0, tx1, trow = thorax_width(lung_right, lung_left)
+    heart_w, hx0, hx1, hrow = widest_row(heart)
     ext = _extent(heart)
     ctr = heart_w / thorax_w if heart_w and thorax_w else math.nan
     union = int(np.count_nonzero(lungs | heart))

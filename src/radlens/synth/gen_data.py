@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from radlens.synth.condition import ANATOMY, LABELS, PLANES, group_of, resize_planes
 from radlens.synth.lesions import NIH_TO_FINDING
-from radlens.synth.real_anatomy import CANVAS, _cache_dir, nih_anatomy
+from radlens.synth.real_anatomy import CANVAS, _cache_dir, nih_anatomy, nih_frame
 
 
 @dataclass
@@ -74,12 +74,13 @@ def load_pairs(root: Path, size: int, splits: tuple[str, ...] = ("train",), limi
 
     key = hashlib.sha256(json.dumps([str(root.resolve()), size, list(splits), limit, PLANES, LABELS]).encode())
     cache = _cache_dir() / f"pairs-{key.hexdigest()[:16]}.npz"
-    a = nih_anatomy(root, splits)
-    info = a.info if limit is None else a.info.head(limit)
-    if cache.is_file():
+    info = nih_frame(root, splits)
+    info = (info if limit is None else info.head(limit)).assign(
+        labels=lambda d: d.finding_labels.fillna("").str.split("|"))
+    if cache.is_file():  # the expert masks (~1 GB unpacked for all of NIH) are only needed to build the cache
         z = np.load(cache, allow_pickle=False)
         return PairSet(z["images"], z["planes"], z["labels"], info)
-    masks = a.masks[:len(info)]
+    masks = nih_anatomy(root, splits).masks[:len(info)]
     from rich.progress import track
 
     fp = finding_planes(root, info, masks[:, 0] | masks[:, 1])

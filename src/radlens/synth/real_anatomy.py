@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from radlens.anatomy.data import nih_frame
 from radlens.io.splits import load_split
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,6 @@ def pad_square(a: np.ndarray, size: int = CANVAS) -> tuple[np.ndarray, tuple[flo
         sq = np.asarray(Image.fromarray(sq.astype(np.uint8) if a.dtype == bool else sq).resize((size, size), mode))
         sq = sq.astype(a.dtype)
     return sq, (s, ox * s, oy * s)
-
-
-def nih_frame(root: Path, splits: tuple[str, ...]) -> pd.DataFrame:
-    man = pd.read_csv(root / "manifest.csv", dtype={"patient_id": str})
-    sp = load_split("nih-cxr14")
-    man = man.merge(sp[["path", "split"]], on="path", how="left", validate="one_to_one")
-    return man[man.split.isin(splits)].reset_index(drop=True)
 
 
 def expert_masks(root: Path, paths: list[str], *, batch_size: int = 16) -> tuple[np.ndarray, list[str]]:

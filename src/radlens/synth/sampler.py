@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from radlens.anatomy.measures import thorax_width, widest_row
 from radlens.synth import rules, shape_model as sm
 from radlens.synth.geometry import LungFrame, fill_polygon
 from radlens.synth.prompt import Finding, ParsedPrompt, parse_prompt
@@ -60,8 +61,7 @@ class Instance:
     text: str = ""
 
     def bbox(self) -> list[int]:
-        ys, xs = np.nonzero(self.mask)
-        return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else [0, 0, 0, 0]
+        return list(_bbox(self.mask)) if self.mask.any() else [0, 0, 0, 0]
 
     def to_json(self, mm_per_px: float) -> dict[str, Any]:
         x0, y0, x1, y1 = self.bbox()
@@ -219,13 +219,13 @@ class MaskSampler:
         right, left, heart = masks
         if (right & left).any() or any(ndimage.label(m)[1] != 1 for m in masks):
             return None, 0.0
-        tw = _thorax_width(right, left)
+        tw = thorax_width(right, left)[0]
         if not tw:
             return None, 0.0
         target = self._target_ctr(rng, cov, parsed)
         hpts = sm.split_landmarks(pts)[2].copy()
         for _ in range(2):  # widen/narrow the heart about its centre; the base stays on the diaphragm
-            hw = _widest_row(heart)
+            hw = widest_row(heart)[0]
             if not hw:
                 return None, 0.0
             f = target * tw / hw
@@ -413,24 +413,6 @@ def _conflicts(inst: Instance, placed: list[Instance]) -> bool:
 def _bbox(m: np.ndarray) -> tuple[int, int, int, int]:
     rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def _widest_row(m: np.ndarray) -> int:
-    rows = np.flatnonzero(m.any(1))
-    if not rows.size:
-        return 0
-    first = np.argmax(m[rows], axis=1)
-    last = m.shape[1] - 1 - np.argmax(m[rows, ::-1], axis=1)
-    return int((last - first).max() + 1)
-
-
-def _thorax_width(right: np.ndarray, left: np.ndarray) -> int:
-    rows = np.flatnonzero(right.any(1) & left.any(1))
-    if not rows.size:
-        return 0
-    first = np.argmax(right[rows], axis=1)
-    last = right.shape[1] - 1 - np.argmax(left[rows, ::-1], axis=1)
-    return int((last - first).max() + 1)
 
 
 def _band(frame: LungFrame, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
