@@ -80,6 +80,10 @@ def train(
     limit: Optional[int] = typer.Option(None, "--limit", min=2, help="First N training images (smoke tests)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after a checkpoint past this."),
     seed: int = typer.Option(0, "--seed"),
+    lesion_l1: float = typer.Option(10.0, "--lesion-l1", min=0, help="Weight of the L1 over finding-mask pixels."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Generator folder to start from (a run's "
+                                                                       "final/ or a packaged generator)."),
+    lr: float = typer.Option(2e-4, "--lr", min=0),
     export_only: bool = typer.Option(False, "--export-only", help="Write OUT/final from OUT's last checkpoint."),
 ) -> None:
     """Train the mask-conditioned X-ray generator on NIH training pairs (expert anatomy + shaped findings)."""
@@ -95,7 +99,8 @@ def train(
     logging.basicConfig(level=logging.WARNING)
     state = run(GenTrainConfig(nih_data=str(nih), out=str(out), size=size,
                                widths=tuple(int(w) for w in widths.split(",")), epochs=epochs, batch_size=batch_size,
-                               threads=threads, limit=limit, max_minutes=max_minutes, seed=seed))
+                               threads=threads, limit=limit, max_minutes=max_minutes, seed=seed,
+                               lesion_l1=lesion_l1, lr=lr, init_from=str(init_from) if init_from else None))
     typer.echo(json.dumps({k: state[k] for k in ("epoch", "step", "seconds")} | {"last": (state["history"] or [None])[-1]},
                           indent=1))
 
