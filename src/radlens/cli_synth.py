@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Controllable synthesis: prompt -> anatomy-consistent pseudo masks (more to come).")
+                  help="Controllable synthesis: prompt -> anatomy-consistent pseudo masks -> X-ray -> expert filter -> labels.")
 
 
 @app.command("masks")
@@ -54,18 +54,46 @@ def fit_prior(
 
 @app.command("evaluate")
 def evaluate(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for synth_masks_eval.{json,md} and overlay_sheet.png."),
-    nih: Optional[Path] = typer.Option(None, "--nih", help="NIH folder: compares locations with its eval split."),
-    n: int = typer.Option(200, "--n", min=1),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for synth_{masks,images}_eval.{json,md} and the sheets."),
+    nih: Optional[Path] = typer.Option(None, "--nih", help="NIH folder: real eval images/locations to compare with."),
+    part: str = typer.Option("all", "--part", help="masks (prompt -> masks), images (generator, filter, embedding "
+                                                  "metrics, downstream) or all."),
+    lung_masks: Optional[Path] = typer.Option(None, "--lung-masks", help="Human lung-mask set: runs the downstream "
+                                                                        "test (segmenter with vs without synthetic)."),
+    n: int = typer.Option(200, "--n", min=1, help="Mask samples per finding (masks part)."),
     seed: int = typer.Option(0, "--seed"),
     prior: Optional[Path] = typer.Option(None, "--prior"),
+    generator: Optional[Path] = typer.Option(None, "--generator", help="Generator folder (default: packaged)."),
+    filter_dir: Optional[Path] = typer.Option(None, "--filter", help="Expert filter folder (default: packaged)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=8, help="First N NIH eval images for the embedding "
+                                                                    "metrics (default: all)."),
+    downstream_real: int = typer.Option(6, "--downstream-real", min=1, help="Real training images per seed."),
+    downstream_synthetic: int = typer.Option(192, "--downstream-synthetic", min=1, help="Synthetic pairs drawn."),
+    downstream_steps: int = typer.Option(600, "--downstream-steps", min=1),
+    downstream_seeds: int = typer.Option(3, "--downstream-seeds", min=1),
 ) -> None:
-    """Per supported finding: N samples, the share passing the consistency checks, location distance to real."""
-    from radlens.synth.evaluate import evaluate as run
+    """Masks: pass rate of the consistency checks and location distance to real lesions, per finding. Images:
+    filter pass rates and the 16-pair contact sheet, Fréchet distance / precision / recall against real-vs-real,
+    real-vs-synthetic AUC, memorization, and (with --lung-masks) the downstream segmentation test."""
+    if part not in ("masks", "images", "all"):
+        raise typer.BadParameter("masks, images or all", param_hint="--part")
+    if part in ("masks", "all"):
+        from radlens.synth.evaluate import evaluate as run
 
-    r = run(out, nih_root=nih, n=n, seed=seed, prior=str(prior) if prior else None)
-    typer.echo((out / "synth_masks_eval.md").read_text())
-    typer.echo(f"overlay sheet: {out / r['overlay_sheet']}")
+        r = run(out, nih_root=nih, n=n, seed=seed, prior=str(prior) if prior else None)
+        typer.echo((out / "synth_masks_eval.md").read_text())
+        typer.echo(f"overlay sheet: {out / r['overlay_sheet']}")
+    if part in ("images", "all"):
+        if nih is None:
+            raise typer.BadParameter("the image evaluation needs the NIH folder (real eval images)", param_hint="--nih")
+        from radlens.synth.image_eval import evaluate_images
+
+        evaluate_images(out, nih_root=nih, lung_root=lung_masks, generator=str(generator) if generator else None,
+                        filter_dir=str(filter_dir) if filter_dir else None, seed=seed, limit=limit,
+                        downstream={"n_real": downstream_real, "n_synthetic": downstream_synthetic,
+                                    "steps": downstream_steps, "seeds": tuple(range(downstream_seeds))})
+        typer.echo((out / "synth_images_eval.md").read_text())
+        typer.echo(f"contact sheet: {out / 'contact_sheet.png'}")
 
 
 @app.command("train")

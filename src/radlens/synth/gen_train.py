@@ -57,7 +57,9 @@ class GenTrainConfig:
     init_from: str | None = None  # generator folder (model.safetensors) to start G from; D starts fresh
 
 
-def _augment(x: torch.Tensor, c: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def jitter(x: torch.Tensor, c: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random shift and zoom (a few per cent) for an image batch and its aligned planes; no flips, since
+    laterality is anatomy."""
     n = x.shape[0]
     s = 1 + (torch.rand(n, generator=g) - 0.5) * 0.1
     t = (torch.rand(n, 2, generator=g) - 0.5) * 0.08
@@ -133,7 +135,7 @@ def train(cfg: GenTrainConfig) -> dict:
             sums = {"d": 0.0, "g_adv": 0.0, "l1": 0.0, "fm": 0.0, "lesion_l1": 0.0}
             G.train()
             for k in range(start, steps_per_epoch):
-                x, c = _augment(*_batch(pairs, order[k * cfg.batch_size:(k + 1) * cfg.batch_size]), g)
+                x, c = jitter(*_batch(pairs, order[k * cfg.batch_size:(k + 1) * cfg.batch_size]), g)
                 fake = G(c)
                 real_score, _ = D(x, c)
                 fake_score, _ = D(fake.detach(), c)
