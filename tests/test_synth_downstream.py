@@ -46,9 +46,9 @@ def test_synthetic_pairs_carry_their_conditioning_lungs(lung_root):
     """Kept synthetic pairs: images in [0, 1] at the asked size, lung targets of plausible area, and the anatomy
     expert run on the synthetic image finds lungs where the target says (the pair is usable as a label)."""
     from radlens.anatomy import api as anatomy
-    from radlens.synth.downstream import synthetic_lungs
+    from radlens.synth.downstream import synthetic_pairs
 
-    data, info = synthetic_lungs(12, 128, prompts=("large left pneumothorax", "right upper zone mass"), seed=0)
+    data, info = synthetic_pairs(12, 128, task="lungs", prompts=("large left pneumothorax", "right upper zone mass"), seed=0)
     assert info["drawn"] == 12 and len(data) == info["kept"] > 0
     x, t = data.images.numpy()[:, 0], data.targets.numpy()[:, 0] > 0.5
     assert x.shape[1:] == (128, 128) and 0 <= x.min() and x.max() <= 1
@@ -78,11 +78,14 @@ def test_evaluate_images_cli_measures_everything(nih, lung_root, tmp_path):
     auc = e["real_vs_synthetic_auc"]
     assert 0.5 < auc["auc"] <= 1 and auc["ci_low"] <= auc["auc"] <= auc["ci_high"]
     assert e["memorization"]["n_exact_copies"] == 0 and e["memorization"]["ratio"] > 0.5
-    d = r["downstream"]
-    run = d["runs"][0]
-    assert run["real_images"] == 4
-    assert run["difference"] == pytest.approx(run["real_plus_synthetic"]["mean"] - run["real_only"]["mean"])
-    assert 0 < run["real_only"]["mean"] < 1 and 0 < run["real_plus_synthetic"]["mean"] < 1
+    assert set(r["downstream"]) == {"lungs", "findings"}
+    for task, d in r["downstream"].items():
+        run = d["runs"][0]
+        assert run["real_images"] == 4 and d["synthetic"]["drawn"] >= 12
+        assert run["difference"] == pytest.approx(run["real_plus_synthetic"]["mean"] - run["real_only"]["mean"])
+        assert 0 < run["real_only"]["mean"] < 1 and 0 < run["real_plus_synthetic"]["mean"] < 1
+    assert r["downstream"]["findings"]["test_images"] == 262  # every NIH eval image with a finding outline
+    assert 0 <= r["downstream"]["findings"]["runs"][0]["real_only"]["box"]["ap"] <= 1
     md = (out / "synth_images_eval.md").read_text()
     for heading in ("## Expert filter", "## Embedding space", "real-vs-synthetic AUC", "memorization", "## Downstream"):
         assert heading in md
@@ -90,3 +93,26 @@ def test_evaluate_images_cli_measures_everything(nih, lung_root, tmp_path):
 
     w, h = Image.open(out / "contact_sheet.png").size
     assert w > 1.5 * h  # 4 prompts x 4 (image, overlay) pairs
+
+
+def test_box_ap_counts_hits_misses_and_false_alarms():
+    import torch
+
+    from radlens.synth.downstream import box_ap
+
+    t = torch.zeros(2, 1, 32, 32)
+    t[0, 0, 2:10, 2:10] = 1
+    t[1, 0, 20:30, 20:30] = 1
+    assert box_ap(t.clone(), t)["ap"] == pytest.approx(1.0)
+    assert box_ap(torch.zeros_like(t), t)["ap"] == 0.0
+    half = t.clone()
+    half[1] = 0  # one of two true boxes found, no false alarm
+    assert box_ap(half, t)["ap"] == pytest.approx(0.5)
+    shifted = torch.roll(t, 12, dims=3)  # right size, wrong place: IoU 0
+    assert box_ap(shifted, t)["ap"] == 0.0
+    probs = t * 0.8
+    probs[0, 0, 20:28, 2:10] = 0.9  # a false alarm scored above both true hits
+    r = box_ap(probs, t)
+    assert r["detections"] == 3 and r["ap"] == pytest.approx(2 / 3)  # interpolated precision 2/3 at every recall
+    probs[0, 0, 20:28, 2:10] = 0.7  # ranked below them
+    assert box_ap(probs, t)["ap"] == pytest.approx(1.0)

@@ -67,10 +67,13 @@ def evaluate(
     filter_dir: Optional[Path] = typer.Option(None, "--filter", help="Expert filter folder (default: packaged)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=8, help="First N NIH eval images for the embedding "
                                                                     "metrics (default: all)."),
-    downstream_real: int = typer.Option(6, "--downstream-real", min=1, help="Real training images per seed."),
+    downstream_real: Optional[int] = typer.Option(None, "--downstream-real", min=1, help="Real training images per "
+                                                  "seed (default: 6 lung masks, 32 annotated NIH images)."),
     downstream_synthetic: int = typer.Option(192, "--downstream-synthetic", min=1, help="Synthetic pairs drawn."),
     downstream_steps: int = typer.Option(600, "--downstream-steps", min=1),
     downstream_seeds: int = typer.Option(3, "--downstream-seeds", min=1),
+    downstream_tasks: str = typer.Option("lungs,findings", "--downstream-tasks", help="lungs (needs --lung-masks), "
+                                                                                    "findings, or both."),
 ) -> None:
     """Masks: pass rate of the consistency checks and location distance to real lesions, per finding. Images:
     filter pass rates and the 16-pair contact sheet, Fréchet distance / precision / recall against real-vs-real,
@@ -91,7 +94,8 @@ def evaluate(
         evaluate_images(out, nih_root=nih, lung_root=lung_masks, generator=str(generator) if generator else None,
                         filter_dir=str(filter_dir) if filter_dir else None, seed=seed, limit=limit,
                         downstream={"n_real": downstream_real, "n_synthetic": downstream_synthetic,
-                                    "steps": downstream_steps, "seeds": tuple(range(downstream_seeds))})
+                                    "steps": downstream_steps, "seeds": tuple(range(downstream_seeds))},
+                        tasks=tuple(t.strip() for t in downstream_tasks.split(",") if t.strip()))
         typer.echo((out / "synth_images_eval.md").read_text())
         typer.echo(f"contact sheet: {out / 'contact_sheet.png'}")
 

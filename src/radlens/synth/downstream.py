@@ -1,18 +1,22 @@
 """Downstream test of synthetic pairs: does a segmenter trained on a few real masks get better on held-out real
 images when synthetic (image, mask) pairs are added to its training set?
 
-Task: lung-field segmentation, because it is the one task here with human masks on held-out patients (the
-lung-masks `test` split, drawn by V7 annotators, never seen by the generator, the mask prior's fit or the anatomy
-expert's selection). Arms, paired by seed (same real subset, same initialisation, same step budget):
-- real only: `n_real` images drawn from the lung-masks `train` split;
+Two tasks, each with real held-out outlines the generator, the mask prior and the experts never saw:
+- `lungs`: lung-field segmentation; real data = human masks of lung-masks (`train` split to draw from, `test`
+  patients to measure on; V7 annotators, another hospital than NIH);
+- `findings`: "where is the finding" segmentation (one channel, the union of finding masks); real data = NIH images
+  with ChestX-Det polygons or NIH boxes drawn as ellipses inside the lungs (`train` split to draw from, the `eval`
+  split's 262 annotated images to measure on). Boxes are loose outlines, so Dice here is low for any model; the
+  comparison between arms is what it is for. Detection is measured on the same predictions: connected components of
+  the predicted mask become boxes (score = mean probability), matched to the real components' boxes at IoU >= 0.3,
+  average precision over all test images.
+Arms, paired by seed (same real subset, same initialisation, same step budget):
+- real only: `n_real` images drawn from the real training pool;
 - real + synthetic: the same images, plus synthetic pairs (prompt -> masks -> generator -> expert filter, kept
   pairs only), batches drawn half real and half synthetic.
-The segmenter is the anatomy network's architecture at reduced width (one lung channel), trained from scratch with
-BCE + soft Dice and affine jitter. Dice is measured per test image, averaged per patient, then over patients;
+The segmenter is the anatomy network's architecture at reduced width (one output channel), trained from scratch
+with BCE + soft Dice and affine jitter. Dice is measured per test image, averaged per patient, then over patients;
 the comparison is the per-seed difference (real+synthetic minus real only) with its mean and range.
-
-Pathology segmentation/detection is not measured here: the only real pathology outlines are 119 ChestX-Det
-polygons over 15 findings, too few to hold out a test set that could show a difference.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_PROMPTS = (
-    "normal heart size, no effusion or pneumothorax",
-    "moderate right pleural effusion with cardiomegaly",
-    "large left pneumothorax",
-    "bilateral lower zone consolidation",
-    "right upper zone mass",
-    "severe cardiomegaly with bilateral effusions",
-)
+PROMPTS = {
+    "lungs": ("normal heart size, no effusion or pneumothorax", "moderate right pleural effusion with cardiomegaly",
+              "large left pneumothorax", "bilateral lower zone consolidation", "right upper zone mass",
+              "severe cardiomegaly with bilateral effusions"),
+    # the finding groups the generator has planes for, in rough proportion to the real annotated images
+    "findings": ("right pleural effusion", "left pleural effusion", "bilateral effusions", "large left pneumothorax",
+                 "right apical pneumothorax", "left basal atelectasis", "right lower zone consolidation",
+                 "bilateral lower zone pneumonia", "left upper zone infiltrate", "right upper zone mass",
+                 "12 mm nodule in the left mid zone", "pleural thickening"),
+}
 
 
 @dataclass
@@ -59,9 +65,34 @@ def real_lungs(root: Path, size: int, split: str) -> SegData:
                    s.info.patient_id.to_numpy())
 
 
-def synthetic_lungs(n: int, size: int, *, prompts: Sequence[str] = DEFAULT_PROMPTS, generator: str | None = None,
-                    filter_dir: str | None = None, seed: int = 0) -> tuple[SegData, dict[str, Any]]:
-    """Kept synthetic pairs (filtered by the expert filter) with their conditioning lung masks, ~n in all."""
+def real_findings(root: Path, size: int, split: str) -> SegData:
+    """NIH images of one split that have a finding outline, with the union of their finding planes as target (the
+    generator's training conditioning: ChestX-Det polygons, NIH boxes as ellipses inside the lungs)."""
+    from radlens.synth.condition import ANATOMY, PLANES
+    from radlens.synth.gen_data import load_pairs
+
+    p = load_pairs(root, size, (split,))
+    t = p.planes[:, len(ANATOMY):len(PLANES)].max(1) > 127
+    keep = np.flatnonzero(t.any((1, 2)))
+    x = torch.from_numpy(p.images[keep].astype(np.float32) / 255.0)[:, None]
+    tt = torch.from_numpy(t[keep].astype(np.float32))[:, None]
+    return SegData(x, tt, torch.ones_like(tt), p.info.patient_id.astype(str).to_numpy()[keep])
+
+
+def _target(sample, task: str, size: int) -> np.ndarray:
+    from radlens.synth.condition import ANATOMY, PLANES, planes_from_sample, resize_planes
+
+    if task == "lungs":
+        lungs = (sample.channel("lung_right") | sample.channel("lung_left")).astype(np.float32)
+        return resize_planes(lungs[None], size)[0] > 0.5
+    return planes_from_sample(sample, size)[len(ANATOMY):len(PLANES)].max(0) > 0.5
+
+
+def synthetic_pairs(n: int, size: int, *, task: str = "lungs", prompts: Sequence[str] | None = None,
+                    generator: str | None = None, filter_dir: str | None = None, seed: int = 0
+                    ) -> tuple[SegData, dict[str, Any]]:
+    """Kept synthetic pairs (filtered by the expert filter) with the task's target from their conditioning masks,
+    ~n drawn in all, spread over the task's prompts."""
     from radlens.synth.checks import check_sample
     from radlens.synth.condition import resize_planes
     from radlens.synth.expert_filter import ExpertFilter
@@ -69,6 +100,7 @@ def synthetic_lungs(n: int, size: int, *, prompts: Sequence[str] = DEFAULT_PROMP
     from radlens.synth.prompt import parse_prompt
     from radlens.synth.sampler import MaskSampler
 
+    prompts = tuple(prompts or PROMPTS[task])
     sampler, gen, filt = MaskSampler(), ImageGenerator(generator), ExpertFilter(filter_dir)
     per = -(-n // len(prompts))
     images, masks, drawn, kept = [], [], 0, 0
@@ -83,11 +115,8 @@ def synthetic_lungs(n: int, size: int, *, prompts: Sequence[str] = DEFAULT_PROMP
             if not q.passed:
                 continue
             kept += 1
-            lungs = (s.channel("lung_right") | s.channel("lung_left")).astype(np.float32)
-            if im.shape[-1] != size:
-                im = resize_planes(im[None], size)[0]
-            images.append(im)
-            masks.append(resize_planes(lungs[None], size)[0] > 0.5)
+            images.append(im if im.shape[-1] == size else resize_planes(im[None], size)[0])
+            masks.append(_target(s, task, size))
     x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
     t = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
     info = {"drawn": drawn, "kept": kept, "generator_id": gen.model_id, "prompts": list(prompts)}
@@ -144,9 +173,13 @@ def train_segmenter(real: SegData, synthetic: SegData | None, *, steps: int, bat
 
 
 @torch.no_grad()
-def dice_per_patient(model: torch.nn.Module, test: SegData) -> dict[str, float]:
+def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.sigmoid(model(images[i:i + 32])) for i in range(0, len(images), 32)])
+
+
+def dice_per_patient(model: torch.nn.Module, test: SegData, probs: torch.Tensor | None = None) -> dict[str, float]:
     """Mean Dice per patient (ignore pixels excluded), then summarised over patients."""
-    p = torch.cat([torch.sigmoid(model(test.images[i:i + 32])) for i in range(0, len(test), 32)]) > 0.5
+    p = (predict(model, test.images) if probs is None else probs) > 0.5
     t, w = test.targets > 0.5, test.weights > 0.5
     inter = (p & t & w).sum((1, 2, 3)).double()
     denom = ((p & w).sum((1, 2, 3)) + (t & w).sum((1, 2, 3))).double()
@@ -156,35 +189,113 @@ def dice_per_patient(model: torch.nn.Module, test: SegData) -> dict[str, float]:
             "patients": int(len(per_patient)), "images": int(len(per_image))}
 
 
-def lung_downstream(lung_root: Path, *, n_real: int = 6, n_synthetic: int = 192, seeds: Sequence[int] = (0, 1, 2),
-                    steps: int = 300, size: int = 128, generator: str | None = None, filter_dir: str | None = None,
-                    threads: int | None = None) -> dict[str, Any]:
-    """Both arms per seed on the lung-masks test patients; see the module docstring."""
+def _components(mask: np.ndarray, prob: np.ndarray | None = None, min_px: int = 16) -> list[tuple[float, tuple]]:
+    """(score, (x0, y0, x1, y1)) per connected component of at least `min_px` pixels (a 4x4 block at 128 px:
+    smaller specks are noise, and the smallest real outlines, nodules, cover more)."""
+    from scipy import ndimage
+
+    lab, _ = ndimage.label(mask)
+    out = []
+    for k, sl in enumerate(ndimage.find_objects(lab), 1):
+        region = lab[sl] == k
+        if region.sum() < min_px:
+            continue
+        score = float(prob[sl][region].mean()) if prob is not None else 1.0
+        out.append((score, (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)))
+    return out
+
+
+def _iou(a: tuple, b: tuple) -> float:
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def box_ap(probs: torch.Tensor, targets: torch.Tensor, iou: float = 0.3) -> dict[str, float]:
+    """Detection AP of predicted components against true components (one class), all-point interpolated (VOC):
+    predictions ranked by score over all images, each true box matched at most once."""
+    dets, n_true = [], 0
+    for i in range(len(probs)):
+        pr = probs[i, 0].numpy()
+        truth = [b for _, b in _components(targets[i, 0].numpy() > 0.5, min_px=1)]
+        n_true += len(truth)
+        used = np.zeros(len(truth), bool)
+        for score, box in sorted(_components(pr > 0.5, pr), key=lambda d: -d[0]):
+            ious = [_iou(box, t) for t in truth]
+            j = int(np.argmax(ious)) if ious else -1
+            hit = j >= 0 and ious[j] >= iou and not used[j]
+            if hit:
+                used[j] = True
+            dets.append((score, hit))
+    dets.sort(key=lambda d: -d[0])
+    tp = np.cumsum([h for _, h in dets]) if dets else np.zeros(0)
+    recall = tp / max(n_true, 1)
+    precision = tp / np.arange(1, len(dets) + 1) if dets else np.zeros(0)
+    r = np.concatenate([[0.0], recall, [recall[-1] if len(recall) else 0.0]])
+    p = np.concatenate([[1.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]
+    ap = float(np.sum((r[1:] - r[:-1]) * p[1:]))
+    return {"ap": ap, "iou": iou, "true_boxes": int(n_true), "detections": len(dets),
+            "recall": float(recall[-1]) if len(recall) else 0.0}
+
+
+def _evaluate(model: torch.nn.Module, test: SegData, task: str) -> dict[str, Any]:
+    probs = predict(model, test.images)
+    out = dice_per_patient(model, test, probs)
+    if task == "findings":
+        out["box"] = box_ap(probs, test.targets)
+    return out
+
+
+def downstream(task: str, *, lung_root: Path | None = None, nih_root: Path | None = None, n_real: int | None = None,
+               n_synthetic: int = 192, seeds: Sequence[int] = (0, 1, 2), steps: int = 600, size: int = 128,
+               generator: str | None = None, filter_dir: str | None = None, threads: int | None = None
+               ) -> dict[str, Any]:
+    """Both arms per seed for one task (`lungs` needs `lung_root`, `findings` needs `nih_root`)."""
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
-    pool, test = real_lungs(lung_root, size, "train"), real_lungs(lung_root, size, "test")
-    synth, synth_info = synthetic_lungs(n_synthetic, size, generator=generator, filter_dir=filter_dir)
+    if task == "lungs":
+        if lung_root is None:
+            raise ValueError("the lungs task needs the lung-masks folder")
+        pool, test = real_lungs(lung_root, size, "train"), real_lungs(lung_root, size, "test")
+        n_real = n_real or 6
+        name = "lung segmentation, lung-masks test patients (human masks)"
+    elif task == "findings":
+        if nih_root is None:
+            raise ValueError("the findings task needs the NIH folder")
+        pool, test = real_findings(nih_root, size, "train"), real_findings(nih_root, size, "eval")
+        n_real = n_real or 32
+        name = "finding segmentation/detection, NIH eval images with boxes/polygons"
+    else:
+        raise ValueError(f"unknown downstream task {task!r} (lungs, findings)")
+    synth, synth_info = synthetic_pairs(n_synthetic, size, task=task, generator=generator, filter_dir=filter_dir)
     runs = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        patients = rng.permutation(np.unique(pool.patients))
-        chosen = np.flatnonzero(np.isin(pool.patients, patients[:n_real]))[:n_real]  # n_real images, distinct patients first
-        if len(chosen) < n_real:
-            chosen = rng.choice(len(pool), n_real, replace=False)
-        real = pool.take(chosen)
-        row = {"seed": int(seed), "real_images": int(len(real))}
+        first = {}  # one image per patient first, so n_real images are n_real patients where the pool allows
+        for i in rng.permutation(len(pool)):
+            first.setdefault(pool.patients[i], int(i))
+        order = list(first.values()) + [i for i in rng.permutation(len(pool)) if i not in set(first.values())]
+        real = pool.take(np.array(order[:n_real]))
+        row = {"seed": int(seed), "real_images": int(len(real)), "real_patients": int(len(set(real.patients)))}
         for arm, syn in (("real_only", None), ("real_plus_synthetic", synth)):
             model, losses = train_segmenter(real, syn, steps=steps, seed=seed)
-            row[arm] = dice_per_patient(model, test)
+            row[arm] = _evaluate(model, test, task)
             row[f"{arm}_loss_first_last"] = [round(float(np.mean(losses[:20])), 4), round(float(np.mean(losses[-20:])), 4)]
         row["difference"] = row["real_plus_synthetic"]["mean"] - row["real_only"]["mean"]
         runs.append(row)
     diffs = np.array([r["difference"] for r in runs])
     summary = {arm: {"mean_dice": float(np.mean([r[arm]["mean"] for r in runs])),
                      "seeds": [round(r[arm]["mean"], 4) for r in runs]} for arm in ("real_only", "real_plus_synthetic")}
-    return {"task": "lung segmentation, lung-masks test patients (human masks)", "size": size, "n_real": n_real,
-            "steps": steps, "synthetic": {**synth_info, "used": int(len(synth))}, "runs": runs, "summary": summary,
+    if task == "findings":
+        for arm in summary:
+            summary[arm]["box_ap"] = float(np.mean([r[arm]["box"]["ap"] for r in runs]))
+            summary[arm]["box_ap_seeds"] = [round(r[arm]["box"]["ap"], 4) for r in runs]
+    return {"task": name, "size": size, "n_real": n_real, "steps": steps, "test_images": int(len(test)),
+            "synthetic": {**synth_info, "used": int(len(synth))}, "runs": runs, "summary": summary,
             "difference": {"mean": float(diffs.mean()), "min": float(diffs.min()), "max": float(diffs.max()),
                            "seeds_improved": int((diffs > 0).sum()), "seeds": int(len(diffs))},
             "seconds": round(time.time() - t0, 1)}

@@ -102,10 +102,11 @@ def image_metrics(nih_root: Path, *, generator: str | None = None, seed: int = 0
 
 def evaluate_images(out: Path, *, nih_root: Path, lung_root: Path | None = None, generator: str | None = None,
                     filter_dir: str | None = None, seed: int = 0, per_prompt: int = 4, n_rate: int = 32,
-                    limit: int | None = None, downstream: dict[str, Any] | None = None) -> dict[str, Any]:
+                    limit: int | None = None, downstream: dict[str, Any] | None = None,
+                    tasks: Sequence[str] = ("lungs", "findings")) -> dict[str, Any]:
     """Everything issue 8 asks to be measured about the images, in one JSON + markdown beside the contact sheet.
-    `downstream` passes options to `lung_downstream` (skipped without `lung_root`); `limit` caps the eval images
-    used for the embedding metrics (tests)."""
+    `downstream` passes options to `radlens.synth.downstream.downstream` for each of `tasks` (`lungs` is skipped
+    without `lung_root`); `limit` caps the eval images used for the embedding metrics (tests)."""
     import json
     import time
 
@@ -115,11 +116,12 @@ def evaluate_images(out: Path, *, nih_root: Path, lung_root: Path | None = None,
     result["showcase"] = showcase(out, generator=generator, filter_dir=filter_dir, per_prompt=per_prompt,
                                   n_rate=n_rate, seed=seed)
     result["embedding"] = image_metrics(nih_root, generator=generator, seed=seed, limit=limit)
-    if lung_root is not None:
-        from radlens.synth.downstream import lung_downstream
+    from radlens.synth.downstream import downstream as run_downstream
 
-        result["downstream"] = lung_downstream(lung_root, generator=generator, filter_dir=filter_dir,
-                                               **(downstream or {}))
+    result["downstream"] = {
+        task: run_downstream(task, lung_root=lung_root, nih_root=nih_root, generator=generator,
+                             filter_dir=filter_dir, **(downstream or {}))
+        for task in tasks if task != "lungs" or lung_root is not None}
     result["seconds"] = round(time.time() - t0, 1)
     tmp = out / "synth_images_eval.json.tmp"
     tmp.write_text(json.dumps(result, indent=1, default=float))
@@ -157,17 +159,19 @@ def images_markdown(r: dict[str, Any]) -> str:
                  f"{m['median_real_to_train']:.4f} real held-out (ratio {m['ratio']:.2f}); {m['frac_fake_below']:.1%} of "
                  f"synthetic images below the real {m['percentile']:.0f}th percentile; exact copies "
                  f"{m['n_exact_copies']}")
-    if "downstream" in r:
-        d = r["downstream"]
+    for d in r.get("downstream", {}).values():
         s = d["summary"]
+        box = "box_ap" in s["real_only"]
         lines += ["", f"## Downstream: {d['task']}", "",
                   f"{d['n_real']} real training images per seed, {d['synthetic']['used']} synthetic pairs kept of "
-                  f"{d['synthetic']['drawn']} drawn, {d['steps']} steps at {d['size']} px", "",
-                  "| arm | mean Dice over seeds | per seed |", "|---|---|---|"]
+                  f"{d['synthetic']['drawn']} drawn, {d['steps']} steps at {d['size']} px, {d['test_images']} test "
+                  f"images", "", "| arm | mean Dice over seeds | per seed |" + (" box AP@0.3 | per seed |" if box else ""),
+                  "|---|---|---|" + ("---|---|" if box else "")]
         for arm in ("real_only", "real_plus_synthetic"):
-            lines.append(f"| {arm} | {s[arm]['mean_dice']:.4f} | {s[arm]['seeds']} |")
+            lines.append(f"| {arm} | {s[arm]['mean_dice']:.4f} | {s[arm]['seeds']} |"
+                         + (f" {s[arm]['box_ap']:.4f} | {s[arm]['box_ap_seeds']} |" if box else ""))
         df = d["difference"]
-        lines.append(f"\ndifference (real+synthetic - real only): mean {df['mean']:+.4f}, range "
+        lines.append(f"\nDice difference (real+synthetic - real only): mean {df['mean']:+.4f}, range "
                      f"[{df['min']:+.4f}, {df['max']:+.4f}], better in {df['seeds_improved']} of {df['seeds']} seeds")
     lines.append(f"\n{r['seconds']} s")
     return "\n".join(lines) + "\n"
