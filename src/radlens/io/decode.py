@@ -455,6 +455,7 @@ def _decode_dicom(path: Path, data: bytes, max_pixels: int) -> tuple[np.ndarray,
         raise DecodeError(path, f"corrupt DICOM header: {type(exc).__name__}: {exc}") from exc
     if not has_preamble and len(ds) == 0:
         raise DecodeError(path, "not an image (unrecognised format)")
+    cut = _cut_element(ds)  # before any element is read (and converted) below
     if has_preamble and not any(tag in ds for tag in _PIXEL_TAGS):
         # pydicom stops quietly at the end of the bytes: a file cut inside its header reads as a short,
         # pixel-less data set. A 'DICM' file without its required file meta or any data set was cut.
@@ -469,6 +470,8 @@ def _decode_dicom(path: Path, data: bytes, max_pixels: int) -> tuple[np.ndarray,
     meta["dicom_preamble"] = has_preamble
 
     if not any(tag in ds for tag in _PIXEL_TAGS):
+        if cut:
+            raise DecodeError(path, f"truncated DICOM: {cut}, so the pixel data is missing")
         hint = " (file may be truncated)" if "Rows" in ds else ""
         raise DecodeError(path, f"DICOM has no pixel data{hint}")
     _check_pixel_description(path, ds, meta["photometric"])
@@ -558,6 +561,24 @@ def _check_pixel_description(path: Path, ds: Any, photometric: str | None) -> No
     if samples != _SAMPLES_PER_PIXEL[photometric]:
         raise DecodeError(path, f"DICOM PhotometricInterpretation {photometric} needs SamplesPerPixel "
                                 f"{_SAMPLES_PER_PIXEL[photometric]}, the file has {samples}")
+
+
+def _cut_element(ds: Any) -> str | None:
+    """Describe the data set's last element if its value is shorter than its declared length, else ``None``.
+
+    pydicom reads a value that runs past the end of the bytes without complaint; the element then swallows
+    everything after it (often the pixel data), and the file would be reported as having none.
+    """
+    if not len(ds):
+        return None
+    tag = list(ds.keys())[-1]
+    raw = ds.get_item(tag)
+    declared, value = getattr(raw, "length", None), getattr(raw, "value", None)
+    if not isinstance(declared, int) or declared == 0xFFFFFFFF or not isinstance(value, (bytes, bytearray)):
+        return None
+    if len(value) < declared:
+        return f"element {tag} declares {declared} bytes but the file ends after {len(value)}"
+    return None
 
 
 def _ensure_transfer_syntax(ds: Any) -> Any:
