@@ -11,15 +11,14 @@ import hashlib
 import io
 import logging
 import os
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from corpus.builders import png_bytes_with_size
 from radlens.io import (
     DecodeError,
     ImageRecord,
@@ -34,24 +33,6 @@ from radlens.io import (
 def save_pil(im: Image.Image, path: Path, fmt: str | None = None, **kwargs) -> Path:
     im.save(path, fmt, **kwargs)
     return path
-
-
-def png_bytes_with_size(width: int, height: int) -> bytes:
-    """A *valid* 1-bit grey PNG of ``width`` x ``height`` built row by row.
-
-    All-zero rows compress ~1000:1, so a 30000x30000 image is ~100 KB on disk while
-    decoding it would need ~900 MB: the classic decompression bomb.  Built with zlib
-    directly because Pillow would need the full-size image in memory to write it.
-    """
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    comp = zlib.compressobj(9)
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 # ----------------------------------------------------------------- PNG / JPEG

@@ -13,44 +13,17 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     RLELossless,
-    generate_uid,
 )
 
+from corpus.builders import make_ds
 from radlens.io import DecodeError, load_image
-
-DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image - For Presentation
-
-
-def make_ds(arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None, **elements) -> FileDataset:
-    """A minimal, valid DX dataset holding ``arr`` uncompressed."""
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = DX_SOP_CLASS
-    fm.MediaStorageSOPInstanceUID = generate_uid()
-    fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=fm, preamble=b"\0" * 128)
-    ds.SOPClassUID = fm.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = arr.shape[:2]
-    ds.SamplesPerPixel = 1 if arr.ndim == 2 else arr.shape[2]
-    if arr.ndim == 3:
-        ds.PlanarConfiguration = 0
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = arr.dtype.itemsize * 8
-    ds.BitsStored = bits_stored or ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
-    ds.PixelData = np.ascontiguousarray(arr).tobytes()
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def save(ds: Dataset, tmp_path, name: str = "image.dcm"):

@@ -139,8 +139,7 @@ def test_an_indexed_image_is_not_its_own_evidence_and_filters_hold(server, nih_d
 
 def test_dicom_upload_gives_the_same_answer_as_its_png(server, nih_dir, tmp_path):
     url, (_, _, man) = server
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_io_dicom import make_ds
+    from corpus.builders import make_ds
 
     path = _unseen_image(nih_dir, man)
     arr = np.asarray(Image.open(path).convert("L")).astype(float)

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from radlens.atomic import folder_swap
+from radlens.safe_files import UnsafeArtefactError
 
 ADAPTER_KIND = "adapter"
 ADAPTER_VERSION = 1
@@ -40,10 +41,6 @@ TRUSTED_TYPES = frozenset({
 
 class AdapterMismatchError(ValueError):
     """Embeddings from a different encoder/preprocessing than the adapter was trained on."""
-
-
-class UnsafeArtefactError(ValueError):
-    """A model file asks to construct types radlens does not trust."""
 
 
 @dataclass

@@ -80,7 +80,7 @@ class AnatomyModel:
     """The anatomy network with its preprocessing (config.json + model.safetensors in one folder)."""
 
     def __init__(self, folder: str | os.PathLike | None = None, threads: int | None = None) -> None:
-        from safetensors.torch import load_file
+        from radlens.safe_files import read_safetensors
 
         folder = Path(folder) if folder else PACKAGED_WEIGHTS
         cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -98,7 +98,7 @@ class AnatomyModel:
             raise ValueError(f"{cfg_path}: preprocessing hash {self.config['preprocess_hash']} does not match its "
                              f"spec ({self.spec.hash}); the file was edited or written by another radlens version")
         self.model = build_model(self.config)
-        self.model.load_state_dict(load_file(str(w_path)), strict=True)
+        self.model.load_state_dict(read_safetensors(w_path), strict=True)
         # BN folded into the convolutions and channels_last: ~1.3x faster on CPU, same outputs to float rounding
         self.model = fold_batchnorm(self.model.eval()).to(memory_format=torch.channels_last)
         self.threshold = float(self.config.get("threshold", 0.5))

@@ -81,7 +81,7 @@ class RadlensCXREncoder(Encoder):
     name = NAME
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
-        from safetensors.torch import load_file
+        from radlens.safe_files import read_safetensors
 
         cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         missing = [p.name for p in (cfg_path, w_path) if not p.is_file()]
@@ -92,7 +92,7 @@ class RadlensCXREncoder(Encoder):
         self.config = json.loads(cfg_path.read_text())
         self.spec = spec_from_config(self.config)
         self.model = build_model(self.config)
-        state = load_file(str(w_path))
+        state = read_safetensors(w_path)
         self.model.load_state_dict(state, strict=True)
         self.model.eval()
         # channels_last lets oneDNN pick its fastest convolution kernels on CPU (~1.2x here).

@@ -192,6 +192,8 @@ def _read_image_bytes(path: Path, *, max_bytes: int) -> tuple[bytes, str]:
     """
     try:
         if not path.exists():
+            if path.is_symlink():  # exists() follows links: a dangling link or a loop is not a missing file
+                raise DecodeError(path, "broken symbolic link (missing target or a symlink loop)")
             raise DecodeError(path, "file not found")
         if path.is_dir():
             raise DecodeError(path, "is a directory, not a file")
@@ -453,14 +455,26 @@ def _decode_dicom(path: Path, data: bytes, max_pixels: int) -> tuple[np.ndarray,
         raise DecodeError(path, f"corrupt DICOM header: {type(exc).__name__}: {exc}") from exc
     if not has_preamble and len(ds) == 0:
         raise DecodeError(path, "not an image (unrecognised format)")
+    cut = _cut_element(ds)  # before any element is read (and converted) below
+    if has_preamble and not any(tag in ds for tag in _PIXEL_TAGS):
+        # pydicom stops quietly at the end of the bytes: a file cut inside its header reads as a short,
+        # pixel-less data set. A 'DICM' file without its required file meta or any data set was cut.
+        file_meta = getattr(ds, "file_meta", None)
+        if file_meta is None or "TransferSyntaxUID" not in file_meta:
+            raise DecodeError(path, "truncated DICOM header: the file meta information ends early (no TransferSyntaxUID)")
+        if len(ds) == 0:
+            raise DecodeError(path, "truncated DICOM: nothing after the file meta information")
 
     tsyntax = _ensure_transfer_syntax(ds)
     meta = _dicom_meta(ds, tsyntax)
     meta["dicom_preamble"] = has_preamble
 
     if not any(tag in ds for tag in _PIXEL_TAGS):
+        if cut:
+            raise DecodeError(path, f"truncated DICOM: {cut}, so the pixel data is missing")
         hint = " (file may be truncated)" if "Rows" in ds else ""
         raise DecodeError(path, f"DICOM has no pixel data{hint}")
+    _check_pixel_description(path, ds, meta["photometric"])
     frames = _int_or(ds.get("NumberOfFrames"), 1)
     if frames > 1:
         raise DecodeError(path, f"multi-frame DICOM ({frames} frames) is not a single radiograph")
@@ -498,6 +512,73 @@ def _decode_dicom(path: Path, data: bytes, max_pixels: int) -> tuple[np.ndarray,
 
     meta["original_shape"] = [int(pixels.shape[0]), int(pixels.shape[1])]
     return pixels, meta
+
+
+# Photometric interpretations radlens decodes, and the samples per pixel each one requires (PS3.3 C.7.6.3.1.2).
+_SAMPLES_PER_PIXEL = {"MONOCHROME1": 1, "MONOCHROME2": 1, "PALETTE COLOR": 1, "RGB": 3, "YBR_FULL": 3,
+                      "YBR_FULL_422": 3, "YBR_PARTIAL_420": 3, "YBR_ICT": 3, "YBR_RCT": 3}
+_INT_FIELDS = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit",
+               "PixelRepresentation")
+
+
+def _check_pixel_description(path: Path, ds: Any, photometric: str | None) -> None:
+    """Refuse, naming the element, a header whose description of the pixels cannot be right.
+
+    Without this, text in an integer element, a non-numeric rescale or a photometric interpretation
+    that contradicts SamplesPerPixel surface from deep inside pydicom/numpy as an unrelated
+    ``ValueError``/``UFuncTypeError`` (or, for a rescale slope, decide the image's polarity from
+    garbage). Checked from the header, before any pixel is decoded.
+    """
+    for keyword in _INT_FIELDS:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        try:
+            int(value)
+        except (TypeError, ValueError):
+            raise DecodeError(path, f"DICOM {keyword} is not an integer ({str(value)!r})") from None
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not np.isfinite(number) or (keyword == "RescaleSlope" and number == 0):
+            raise DecodeError(path, f"DICOM {keyword} is not a usable number ({str(value)!r})")
+    allocated = _int_or(ds.get("BitsAllocated"), None)
+    if allocated is not None and allocated not in (1, 8, 16, 32, 64):
+        raise DecodeError(path, f"DICOM BitsAllocated is {allocated}, expected 1, 8, 16, 32 or 64")
+    stored = _int_or(ds.get("BitsStored"), None)
+    if allocated is not None and stored is not None and not 0 < stored <= allocated:
+        raise DecodeError(path, f"DICOM BitsStored ({stored}) does not fit in BitsAllocated ({allocated})")
+    if photometric is None:
+        return
+    if photometric not in _SAMPLES_PER_PIXEL:
+        raise DecodeError(path, f"unsupported DICOM PhotometricInterpretation {photometric!r}")
+    samples = _int_or(ds.get("SamplesPerPixel"), 1)
+    if samples != _SAMPLES_PER_PIXEL[photometric]:
+        raise DecodeError(path, f"DICOM PhotometricInterpretation {photometric} needs SamplesPerPixel "
+                                f"{_SAMPLES_PER_PIXEL[photometric]}, the file has {samples}")
+
+
+def _cut_element(ds: Any) -> str | None:
+    """Describe the data set's last element if its value is shorter than its declared length, else ``None``.
+
+    pydicom reads a value that runs past the end of the bytes without complaint; the element then swallows
+    everything after it (often the pixel data), and the file would be reported as having none.
+    """
+    if not len(ds):
+        return None
+    tag = list(ds.keys())[-1]
+    raw = ds.get_item(tag)
+    declared, value = getattr(raw, "length", None), getattr(raw, "value", None)
+    if not isinstance(declared, int) or declared == 0xFFFFFFFF or not isinstance(value, (bytes, bytearray)):
+        return None
+    if len(value) < declared:
+        return f"element {tag} declares {declared} bytes but the file ends after {len(value)}"
+    return None
 
 
 def _ensure_transfer_syntax(ds: Any) -> Any:

@@ -98,7 +98,14 @@ def _absolute(path: Path, base: Path | None = None) -> Path:
     """Absolute, resolved path; ``base`` anchors relative paths (a manifest's folder)."""
     if not path.is_absolute() and base is not None:
         path = base / path
-    return path.resolve()
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError on Python 3.11): report the link itself
+        return Path(os.path.abspath(path))
+    if path.is_symlink() and not resolved.exists():
+        # a dangling link resolves to its missing target's name: keep the link's, the file a person can find
+        return Path(os.path.abspath(path))
+    return resolved
 
 
 def _walk(root: Path) -> list[ImageRecord]:
@@ -124,7 +131,7 @@ def _walk(root: Path) -> list[ImageRecord]:
                 found.append((path.relative_to(root).parts, path))
     found.sort(key=lambda item: item[0])
     logger.info("%s: found %d files", root, len(found))
-    return _dedupe([ImageRecord(path=path.resolve()) for _, path in found], where=str(root))
+    return _dedupe([ImageRecord(path=_absolute(path)) for _, path in found], where=str(root))
 
 
 def read_manifest(manifest: str | os.PathLike[str]) -> list[ImageRecord]:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from radlens.atomic import folder_swap
+from radlens.safe_files import UnsafeArtefactError, read_npy
 
 INDEX_KIND = "index"
 META_FILE = "radlens.json"
@@ -213,13 +214,19 @@ class EmbeddingIndex:
         meta = json.loads(meta_path.read_text())
         if meta.get("kind") != INDEX_KIND:
             raise ValueError(f"{meta_path}: kind is {meta.get('kind')!r}, expected {INDEX_KIND!r}")
-        index = faiss.read_index(str(folder / FAISS_FILE))  # FAISS's own binary format, not a pickle
+        try:
+            index = faiss.read_index(str(folder / FAISS_FILE))  # FAISS's own binary format, not a pickle
+        except RuntimeError as e:
+            raise UnsafeArtefactError(f"{folder / FAISS_FILE}: not a FAISS index ({str(e).splitlines()[-1]})") from None
+        try:
+            rows = pd.read_parquet(folder / ROWS_FILE)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise UnsafeArtefactError(f"{folder / ROWS_FILE}: not a Parquet table ({e})") from None
         if meta["index_type"] == "hnsw":
             _hnsw(index).efSearch = meta["ef_search"]
         elif meta["index_type"] == "ivf":
             _ivf(index).nprobe = meta["ivf_nprobe"]
-        out = cls(folder, meta, index, np.load(folder / VECTORS_FILE, mmap_mode="r"),
-                  _one_chunk(pd.read_parquet(folder / ROWS_FILE)))
+        out = cls(folder, meta, index, read_npy(folder / VECTORS_FILE, mmap_mode="r"), _one_chunk(rows))
         if encoder_id is not None or preprocess_hash is not None:
             out.check(encoder_id or meta["encoder_id"], preprocess_hash or meta["preprocess_hash"])
         return out

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from radlens.safe_files import read_safetensors, torch_load_tensors
 from radlens.synth.condition import ANATOMY, LABELS, PLANES, condition_tensor
 from radlens.synth.generator import CondUNet, PatchDiscriminator, parameters
 
@@ -105,7 +106,7 @@ def train(cfg: GenTrainConfig) -> dict:
     state = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
     ck = out / "checkpoint.pt"
     if ck.is_file():
-        saved = torch.load(ck, weights_only=True)
+        saved = torch_load_tensors(ck)
         G.load_state_dict(saved["G"])
         D.load_state_dict(saved["D"])
         og.load_state_dict(saved["og"])
@@ -183,13 +184,11 @@ def lesion_l1(fake: torch.Tensor, real: torch.Tensor, cond: torch.Tensor) -> tor
 
 
 def _generator_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     f = folder / "model.safetensors"
     if not f.is_file():
         raise FileNotFoundError(f"--init-from {folder}: no model.safetensors there (a generator folder, e.g. a "
                                 f"run's final/ or the packaged radlens-cxr-generator-v1)")
-    return load_file(str(f))
+    return read_safetensors(f)
 
 
 @torch.no_grad()
@@ -244,7 +243,7 @@ def export_checkpoint(run: Path) -> Path:
     cfg_d = json.loads((run / "config.json").read_text())
     fields = set(GenTrainConfig.__dataclass_fields__)
     cfg = GenTrainConfig(**{k: (tuple(v) if k == "widths" else v) for k, v in cfg_d.items() if k in fields})
-    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    saved = torch_load_tensors(run / "checkpoint.pt")
     G = CondUNet(widths=tuple(cfg.widths))
     G.load_state_dict(saved["G"])
     export(G, cfg, json.loads(saved["state"]), run / "final")

@@ -25,7 +25,7 @@ PACKAGED_GENERATOR = Path(__file__).parent / "weights" / "radlens-cxr-generator-
 
 class ImageGenerator:
     def __init__(self, folder: str | Path | None = None, threads: int | None = None) -> None:
-        from safetensors.torch import load_file
+        from radlens.safe_files import read_safetensors
 
         folder = Path(folder) if folder else PACKAGED_GENERATOR
         cfg_path, w_path = folder / "config.json", folder / "model.safetensors"
@@ -41,7 +41,7 @@ class ImageGenerator:
         if not self.config["model_id"].endswith(digest):
             raise ValueError(f"{w_path}: weights hash {digest} does not match config model_id {self.config['model_id']}")
         self.model = CondUNet(widths=tuple(self.config["widths"]))
-        self.model.load_state_dict(load_file(str(w_path)), strict=True)
+        self.model.load_state_dict(read_safetensors(w_path), strict=True)
         self.model.eval()
         self.size = int(self.config["size"])
         self.model_id = self.config["model_id"]

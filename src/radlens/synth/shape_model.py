@@ -109,9 +109,9 @@ def save(model: ShapeModel, folder: Path, meta: dict) -> None:
 
 
 def load(folder: Path) -> ShapeModel:
-    from safetensors.numpy import load_file
+    from radlens.safe_files import read_safetensors
 
     meta = json.loads((folder / "shape_model.json").read_text())
     if tuple(meta["covariates"]) != COVARIATES:
         raise ValueError(f"{folder}: shape model covariates {meta['covariates']} differ from {list(COVARIATES)}")
-    return ShapeModel.from_tensors(load_file(str(folder / "shape_model.safetensors")), meta["explained"])
+    return ShapeModel.from_tensors(read_safetensors(folder / "shape_model.safetensors", "numpy"), meta["explained"])
