@@ -70,8 +70,8 @@ async def _run(url: str, blobs: list[tuple[str, bytes]], n: int, concurrency: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--baseline-requests", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=120.0, help="Per request, seconds.")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "radlens-bench-service")
