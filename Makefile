@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,cxr-foundation]"
+	$(PY) -m pip install -q -e ".[test,hf,cxr-foundation,ray]"
 	touch $@
 
 venv: $(VENV)/.installed
