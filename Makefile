@@ -56,6 +56,7 @@ bench: venv
 	$(PY) bench/segment.py
 	$(PY) bench/synth_masks.py
 	$(PY) bench/synth.py
+	$(PY) bench/embed_ray.py
 
 clean:
 	rm -rf $(VENV) $(ZOO) runs .pytest_cache
