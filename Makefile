@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,cxr-foundation]"
+	$(PY) -m pip install -q -e ".[test,hf,cxr-foundation,ray]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -56,6 +56,7 @@ bench: venv
 	$(PY) bench/segment.py
 	$(PY) bench/synth_masks.py
 	$(PY) bench/synth.py
+	$(PY) bench/embed_ray.py
 
 clean:
 	rm -rf $(VENV) $(ZOO) runs .pytest_cache

@@ -41,6 +41,29 @@ def encoders() -> None:
     Console().print(t)
 
 
+_ENGINE_OPT = typer.Option("local", "--engine", help="local (threads + one process) or ray (Ray Data: decode tasks, "
+                                                      "encoder actor pool; see README 'Scaling out with Ray').")
+_ADDRESS_OPT = typer.Option(None, "--address", help="--engine ray: an existing cluster ('auto' on a cluster node, "
+                                                    "HOST:6379, ray://HOST:10001); default: start a local instance.")
+_NUM_CPUS_OPT = typer.Option(None, "--num-cpus", min=1, help="--engine ray without --address: CPUs of the local "
+                                                             "instance (default: all).")
+_ACTORS_OPT = typer.Option(1, "--actors", min=1, help="--engine ray: encoder actors (each loads the model once).")
+_GPUS_OPT = typer.Option(0.0, "--gpus-per-actor", min=0.0, help="--engine ray: GPUs per encoder actor (> 0 runs the "
+                                                                 "encoder on CUDA; fractions share a GPU).")
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"expected local or ray, not {engine!r}", param_hint="--engine")
+
+
+def _ray_options(address: Optional[str], num_cpus: Optional[int], actors: int, gpus_per_actor: float, batch_size: int):
+    from radlens.store.ray_engine import RayOptions
+
+    return RayOptions(address=address, num_cpus=num_cpus, actors=actors, gpus_per_actor=gpus_per_actor,
+                      batch_size=batch_size)
+
+
 @app.command()
 def embed(
     data: list[str] = typer.Argument(..., help="A folder (recursive; read through its manifest.csv if present), "
@@ -56,16 +79,20 @@ def embed(
     allow_download: bool = typer.Option(False, "--allow-download",
                                         help="Let the encoder's upstream library download its weights when --weights "
                                              "is not given (families that have one); off by default."),
+    engine: str = _ENGINE_OPT, address: Optional[str] = _ADDRESS_OPT, num_cpus: Optional[int] = _NUM_CPUS_OPT,
+    actors: int = _ACTORS_OPT, gpus_per_actor: float = _GPUS_OPT,
 ) -> None:
     """Embed radiographs into a resumable store; bad files go to <out>/_quarantine.csv."""
     from radlens.encoders import get
+    from radlens.store import read_info
     from radlens.store.embed_job import embed_to_store
 
     single = Path(data[0]) if len(data) == 1 else None
     source = data[0] if single and (single.is_dir() or single.suffix.lower() == ".csv") else data
     kwargs = {**({"threads": threads} if threads else {}), **({"allow_download": True} if allow_download else {})}
+    _check_engine(engine)
     try:
-        enc = get(encoder, weights=weights, **kwargs)
+        enc = get(encoder, weights=weights, **kwargs) if engine == "local" else None
     except TypeError as e:
         if allow_download and "allow_download" in str(e):
             raise typer.BadParameter(f"encoder {encoder!r} has no upstream download; pass --weights",
@@ -74,11 +101,21 @@ def embed(
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as bar:
         task = bar.add_task("embed", total=None)
-        summary = embed_to_store(source, out, enc, batch_size=batch_size, workers=workers, limit=limit, chunk_rows=chunk_rows,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                 provenance={"command": _command_line()})
+        progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        provenance = {"command": _command_line()}
+        if enc is not None:
+            summary = embed_to_store(source, out, enc, batch_size=batch_size, workers=workers, limit=limit,
+                                     chunk_rows=chunk_rows, progress=progress, provenance=provenance)
+        else:
+            from radlens.store.ray_engine import EncoderSpec, embed_to_store_ray
+
+            spec = EncoderSpec(encoder, weights=str(weights) if weights else None, kwargs=kwargs)
+            summary = embed_to_store_ray(source, out, spec, limit=limit, chunk_rows=chunk_rows, progress=progress,
+                                         provenance=provenance,
+                                         options=_ray_options(address, num_cpus, actors, gpus_per_actor, batch_size))
     s = summary
-    typer.echo(f"encoder {enc.encoder_id} (preprocess {enc.preprocess_hash})")
+    info = read_info(out)
+    typer.echo(f"encoder {info.encoder_id} (preprocess {info.preprocess_hash}); engine {engine}")
     typer.echo(f"discovered {s.discovered}: embedded {s.embedded}, skipped as cached {s.cached}, "
                f"quarantined {s.quarantined}, duplicate content {s.duplicates}")
     typer.echo(f"{s.seconds:.1f} s, {s.images_per_s:.1f} images/s embedded; store {s.store}; quarantine {s.quarantine_csv}")
@@ -238,11 +275,20 @@ def predict(
                                                   "(default: the one chosen at training)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Encoder weights, when embedding images."),
     split: Optional[str] = _SPLIT_OPT,
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per encoder forward pass."),
+    engine: str = _ENGINE_OPT, address: Optional[str] = _ADDRESS_OPT, num_cpus: Optional[int] = _NUM_CPUS_OPT,
+    actors: int = _ACTORS_OPT, gpus_per_actor: float = _GPUS_OPT,
 ) -> None:
-    """Probabilities and decisions at the adapter's stored operating point (CSV + summary JSON + HTML)."""
+    """Probabilities and decisions at the adapter's stored operating point (CSV + summary JSON + HTML).
+
+    --engine ray applies to image inputs (decoded, embedded and scored on Ray); a store is scored in memory.
+    """
     from radlens.evaluate.runs import run_predict
 
-    s = run_predict(adapter, inputs, out, kind=operating_point, weights=weights, split=split)
+    _check_engine(engine)
+    s = run_predict(adapter, inputs, out, kind=operating_point, weights=weights, split=split, batch_size=batch_size,
+                    engine=engine, ray_options=_ray_options(address, num_cpus, actors, gpus_per_actor, batch_size)
+                    if engine == "ray" else None)
     typer.echo(f"{s['images']} images predicted ({s['quarantined']} quarantined) at the {s['operating_point']} operating "
                f"point; {out}")
     if "evaluation" in s:

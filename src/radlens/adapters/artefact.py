@@ -125,6 +125,27 @@ def load_adapter(folder: str | Path, *, encoder_id: str | None = None, preproces
     return adapter
 
 
+class AdapterScorer:
+    """Calibrated probabilities from an adapter folder, loaded on first use in whichever process calls it.
+
+    Why: distributed prediction (the Ray engine's encoder actors) must not pickle a fitted model across
+    processes; this handle pickles as the folder path and each process loads the model once, through
+    `load_adapter` and its type allowlist, and checks it against the encoder the caller names.
+    """
+
+    def __init__(self, folder: str | Path, encoder_id: str, preprocess_hash: str | None) -> None:
+        self.folder, self.encoder_id, self.preprocess_hash = str(folder), encoder_id, preprocess_hash
+        self._adapter: Adapter | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_adapter": None}
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if self._adapter is None:
+            self._adapter = load_adapter(self.folder, encoder_id=self.encoder_id, preprocess_hash=self.preprocess_hash)
+        return self._adapter.predict_proba(X)
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()

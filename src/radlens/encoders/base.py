@@ -67,6 +67,18 @@ def preprocess_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return ((t - mean) / std).numpy().astype(np.float32, copy=False)
 
 
+class Preprocessor:
+    """`Encoder.preprocessor()`: the family's `preprocess` on a weightless instance (pickles as class + spec)."""
+
+    def __init__(self, cls: type, spec: PreprocessSpec) -> None:
+        self.cls, self.spec = cls, spec
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        shell = self.cls.__new__(self.cls)
+        shell.spec = self.spec
+        return self.cls.preprocess(shell, pixels)
+
+
 class Encoder(abc.ABC):
     """An image encoder: preprocessed batch in, float32 embeddings out.
 
@@ -79,9 +91,29 @@ class Encoder(abc.ABC):
     spec: PreprocessSpec
     embedding_dim: int
 
+    device: str = "cpu"
+
     @property
     def preprocess_hash(self) -> str:
         return self.spec.hash
+
+    def preprocessor(self) -> "Preprocessor":
+        """A small picklable callable that preprocesses exactly like `self.preprocess`, without the weights.
+
+        Why: distributed decoders (the Ray engine's decode tasks) must apply the encoder's own preprocessing
+        next to the file, but shipping or rebuilding the model in every decode worker would cost its memory
+        and load time there. Every family's `preprocess` reads only `self.spec`, so a weightless instance of
+        the same class with the same spec gives bit-identical input.
+        """
+        return Preprocessor(type(self), self.spec)
+
+    def to(self, device: str) -> "Encoder":
+        """Move the encoder's torch modules to `device` (e.g. "cuda" for a GPU actor); inputs follow in `embed`."""
+        moved = [v.to(device) for v in vars(self).values() if isinstance(v, torch.nn.Module)]
+        if not moved and device != "cpu":
+            raise ValueError(f"{self.name}: no torch module found on this encoder to move to {device}")
+        self.device = device
+        return self
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         return preprocess_pixels(pixels, self.spec)
@@ -95,14 +127,14 @@ class Encoder(abc.ABC):
         if isinstance(batch, (list, tuple)):
             batch = np.stack([self.preprocess(np.asarray(p)) for p in batch]) if batch else np.zeros(
                 (0, self.spec.channels, self.spec.size, self.spec.size), np.float32)
-        x = torch.as_tensor(batch, dtype=torch.float32)
+        x = torch.as_tensor(batch, dtype=torch.float32, device=self.device)
         if x.ndim != 4 or x.shape[1] != self.spec.channels:
             raise ValueError(f"{self.name}: expected (N, {self.spec.channels}, H, W) input, got {tuple(x.shape)}")
         if len(x) == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
         with torch.inference_mode():
             out = self._forward(x)
-        return out.float().numpy()
+        return out.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from radlens.atomic import recover_interrupted
 from radlens.io.splits import split_mask
 from radlens.search.index import EmbeddingIndex
 from radlens.store import load_store
@@ -45,6 +46,7 @@ def index_store(store: str | Path, out: str | Path | None = None, *, kind: str =
     t0 = time.perf_counter()
     store = Path(store)
     out = Path(out) if out else default_index_dir(store)
+    recover_interrupted(out)  # a write killed mid-swap: put the previous index back, drop dead temp folders
     df, emb, info = load_store(store)
     if split:
         m = split_mask(df.path, split).to_numpy()

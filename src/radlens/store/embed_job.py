@@ -53,8 +53,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _row(rec: ImageRecord, image_hash: str, meta: dict[str, Any], emb: np.ndarray) -> dict[str, Any]:
-    """Manifest columns win over DICOM header values for the demographic columns."""
+def read_hash(path: Path) -> str | DecodeError:
+    """The file's sha256, or the quarantine reason when it cannot be read (both engines hash before decoding)."""
+    try:
+        return file_sha256(path)
+    except OSError as e:
+        return DecodeError(path, f"cannot read file: {e.strerror or e}")
+
+
+def decode_for(path: Path, preprocess: Callable[[np.ndarray], np.ndarray]
+               ) -> tuple[np.ndarray, dict[str, Any], str] | DecodeError:
+    """(encoder input, decode metadata, content sha256) or the DecodeError to quarantine; never raises for a bad file."""
+    try:
+        img = load_image(path)
+        return preprocess(img.pixels), img.meta, img.content_hash
+    except DecodeError as e:
+        return e
+
+
+# The decode metadata a store row takes (see `build_row`); the Ray engine ships only these between processes.
+ROW_META_KEYS = ("patient_id", "sex", "age", "view", "format", "original_shape", "pixel_spacing")
+
+
+def build_row(rec: ImageRecord, image_hash: str, meta: dict[str, Any], emb: np.ndarray) -> dict[str, Any]:
+    """One store row. Manifest columns win over DICOM header values for the demographic columns."""
     shape = meta.get("original_shape") or (None, None)
     spacing = meta.get("pixel_spacing") or (None, None)
     row = {k: meta.get(k) for k in ("patient_id", "sex", "age", "view")}
@@ -62,6 +84,81 @@ def _row(rec: ImageRecord, image_hash: str, meta: dict[str, Any], emb: np.ndarra
     row.update(image_hash=image_hash, path=str(rec.path), format=meta.get("format"), height=shape[0],
                width=shape[1], pixel_spacing_row=spacing[0], pixel_spacing_col=spacing[1], embedding=emb)
     return row
+
+
+def open_store(out: Path, records: Sequence[ImageRecord], encoder: Encoder,
+               provenance: dict[str, Any] | None) -> EmbeddingStore:
+    """The store for these records and this encoder (created or resumed; metadata types from *all* records)."""
+    return EmbeddingStore(out, encoder_id=encoder.encoder_id, preprocess_hash=encoder.preprocess_hash,
+                          embedding_dim=encoder.embedding_dim, extra_fields=infer_extra_fields(r.meta for r in records),
+                          provenance={"encoder": encoder.describe(), **(provenance or {})})
+
+
+class RunLedger:
+    """The bookkeeping both engines share, so they store and quarantine exactly alike.
+
+    Why one class: what counts as cached (content hash already stored), which copy of duplicated content is
+    embedded (the first in record order that decodes) and when a file leaves the quarantine (it embedded) are
+    decisions; two engines with two copies of them would drift. Rows are written in chunks of `chunk_rows`
+    (with the quarantine CSV after each), so a crash loses at most one chunk.
+    """
+
+    def __init__(self, store: EmbeddingStore, qpath: Path, total: int, chunk_rows: int,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.store, self.qpath, self.total, self.chunk_rows, self.progress = store, qpath, total, chunk_rows, progress
+        self.quarantine = QuarantineReport()
+        self.quarantine.merge_existing(qpath)
+        self.done = store.keys()
+        self.seen: dict[str, Path] = {}
+        self.pending: list[dict[str, Any]] = []
+        self.embedded = self.cached = self.quarantined = self.duplicates = self.accounted = 0
+
+    def _tick(self, n: int = 1) -> None:
+        self.accounted += n
+        if self.progress:
+            self.progress(self.accounted, self.total)
+
+    def is_stored(self, image_hash: str) -> bool:
+        return image_hash in self.done
+
+    def skip_cached(self) -> None:
+        self.cached += 1
+        self._tick()
+
+    def refuse(self, err: DecodeError, path: Path) -> None:
+        """A file that could not be read or decoded: quarantined at the decode stage."""
+        self.quarantine.add(path, err.reason, stage="decode")
+        self.quarantined += 1
+        self._tick()
+
+    def claim(self, rec: ImageRecord, image_hash: str) -> bool:
+        """A decoded file: True if it is to be embedded, False if it repeats content embedded in this run."""
+        if image_hash in self.seen:
+            self.quarantine.add(rec.path, f"identical content to {self.seen[image_hash]} (embedded once)",
+                                stage="duplicate")
+            self.duplicates += 1
+            self._tick()
+            return False
+        self.seen[image_hash] = rec.path
+        self.quarantine.discard(rec.path)  # a file fixed since an earlier run leaves the quarantine
+        return True
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.pending.extend(rows)
+        self.embedded += len(rows)
+        self._tick(len(rows))
+        if len(self.pending) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.append(self.pending)
+        self.pending.clear()
+        self.quarantine.write(self.qpath)
+
+    def summary(self, t0: float, out: Path) -> EmbedSummary:
+        return EmbedSummary(discovered=self.total, embedded=self.embedded, cached=self.cached,
+                            quarantined=self.quarantined, duplicates=self.duplicates,
+                            seconds=time.perf_counter() - t0, store=str(out), quarantine_csv=str(self.qpath))
 
 
 def embed_to_store(source: str | Path | Sequence[str | Path], out: str | Path, encoder: Encoder, *,
@@ -77,57 +174,26 @@ def embed_to_store(source: str | Path | Sequence[str | Path], out: str | Path, e
     records = discover(source)
     if limit is not None:
         records = records[:limit]
-    extra = infer_extra_fields(r.meta for r in records)
-    quarantine = QuarantineReport()
-    qpath = out / QUARANTINE_FILE
-    store = EmbeddingStore(out, encoder_id=encoder.encoder_id, preprocess_hash=encoder.preprocess_hash,
-                           embedding_dim=encoder.embedding_dim, extra_fields=extra,
-                           provenance={"encoder": encoder.describe(), **(provenance or {})})
+    store = open_store(out, records, encoder, provenance)
     try:
-        quarantine.merge_existing(qpath)
-        done = store.keys()
-        n_cached = n_dup = n_embedded = n_quar = 0
-        accounted = 0
-        total = len(records)
-
-        def tick(n: int = 1) -> None:
-            nonlocal accounted
-            accounted += n
-            if progress:
-                progress(accounted, total)
+        ledger = RunLedger(store, out / QUARANTINE_FILE, len(records), chunk_rows, progress)
 
         def prepare(rec: ImageRecord) -> tuple[ImageRecord, str | None, Any]:
-            try:
-                image_hash = file_sha256(rec.path)
-            except OSError as e:
-                return rec, None, DecodeError(rec.path, f"cannot read file: {e.strerror or e}")
-            if image_hash in done:
-                return rec, image_hash, None
-            try:
-                img = load_image(rec.path)
-                return rec, image_hash, (encoder.preprocess(img.pixels), img.meta)
-            except DecodeError as e:
-                return rec, image_hash, e
+            h = read_hash(rec.path)
+            if isinstance(h, DecodeError):
+                return rec, None, h
+            if ledger.is_stored(h):
+                return rec, h, None
+            return rec, h, decode_for(rec.path, encoder.preprocess)
 
-        pending_rows: list[dict[str, Any]] = []
         batch: list[tuple[ImageRecord, str, np.ndarray, dict]] = []
-        seen_this_run: dict[str, Path] = {}
 
         def run_batch() -> None:
-            nonlocal n_embedded
             if not batch:
                 return
             embs = encoder.embed(np.stack([b[2] for b in batch]))
-            for (rec, h, _, meta), e in zip(batch, embs):
-                pending_rows.append(_row(rec, h, meta, e))
-            n_embedded += len(batch)
-            tick(len(batch))
+            ledger.add_rows([build_row(rec, h, meta, e) for (rec, h, _, meta), e in zip(batch, embs)])
             batch.clear()
-
-        def flush() -> None:
-            store.append(pending_rows)
-            pending_rows.clear()
-            quarantine.write(qpath)
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             window: deque[Future] = deque()
@@ -143,29 +209,15 @@ def embed_to_store(source: str | Path | Sequence[str | Path], out: str | Path, e
                 if nxt is not None:
                     window.append(pool.submit(prepare, nxt))
                 if isinstance(res, DecodeError):
-                    quarantine.add(rec.path, res.reason, stage="decode")
-                    n_quar += 1
-                    tick()
+                    ledger.refuse(res, rec.path)
                 elif res is None:
-                    n_cached += 1
-                    tick()
-                elif h in seen_this_run:
-                    quarantine.add(rec.path, f"identical content to {seen_this_run[h]} (embedded once)",
-                                   stage="duplicate")
-                    n_dup += 1
-                    tick()
-                else:
-                    seen_this_run[h] = rec.path
-                    quarantine.discard(rec.path)  # a file fixed since an earlier run leaves the quarantine
+                    ledger.skip_cached()
+                elif ledger.claim(rec, h):
                     batch.append((rec, h, res[0], res[1]))
                     if len(batch) >= batch_size:
                         run_batch()
-                        if len(pending_rows) >= chunk_rows:
-                            flush()
             run_batch()
-            flush()
-        return EmbedSummary(discovered=total, embedded=n_embedded, cached=n_cached, quarantined=n_quar,
-                            duplicates=n_dup, seconds=time.perf_counter() - t0, store=str(out),
-                            quarantine_csv=str(qpath))
+            ledger.flush()
+        return ledger.summary(t0, out)
     finally:
         store.close()

@@ -116,6 +116,9 @@ class EmbeddingStore:
         for stale in self.root.glob(".part-*.tmp"):  # a chunk in flight when a previous run was killed
             log.warning("removing unfinished chunk %s from an interrupted run", stale.name)
             stale.unlink()
+        # sidecars in flight (quarantine CSV, metadata): hidden from readers, but they would pile up run after run
+        for stale in [*self.root.glob(f".{QUARANTINE_FILE}.*.tmp"), *self.root.glob(f".{META_FILE}.tmp")]:
+            stale.unlink(missing_ok=True)
         existing = read_info(self.root)
         if existing is None:
             self.info = StoreInfo(encoder_id, preprocess_hash, embedding_dim, list(extra_fields or []),

@@ -1,0 +1,78 @@
+"""Ray engine vs local engine on the NIH set, in one process and session, into fresh temp stores.
+
+Local = `embed_to_store` (threads + one process). Ray = `embed_to_store_ray` on a local Ray instance started
+once before timing (so `ray.init`'s ~9 s is reported apart, as a cluster user pays it once). Both stores are
+compared (same keys, max vector difference). On one small machine Ray mostly adds overhead (process hops,
+object store copies, a second pass to hash); its point is many machines and GPUs.
+
+Writes bench/results/embed_ray.json. Run: .venv/bin/python bench/embed_ray.py [--limit N] [--num-cpus 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NIH = Path(os.environ.get("RADLENS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "nih-cxr14"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--actors", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per encoder (local and each actor)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--note", default="", help="free text stored with the result (e.g. 'machine contended')")
+    args = ap.parse_args()
+
+    import ray
+    import torch
+
+    from radlens.encoders import DEFAULT_ENCODER, get
+    from radlens.store import load_store
+    from radlens.store.embed_job import embed_to_store
+    from radlens.store.ray_engine import EncoderSpec, RayOptions, embed_to_store_ray
+
+    torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="WARNING")
+    init_s = time.perf_counter() - t
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            enc = get(DEFAULT_ENCODER, threads=args.threads)
+            local = embed_to_store(NIH, Path(tmp) / "local", enc, batch_size=args.batch_size, limit=args.limit,
+                                   workers=max(1, args.num_cpus - 1))
+            spec = EncoderSpec(DEFAULT_ENCODER, kwargs={"threads": args.threads})
+            rs = embed_to_store_ray(NIH, Path(tmp) / "ray", spec, limit=args.limit,
+                                    options=RayOptions(actors=args.actors, batch_size=args.batch_size))
+            a, ea, _ = load_store(Path(tmp) / "local")
+            b, eb, _ = load_store(Path(tmp) / "ray")
+            ia, ib = np.argsort(a.image_hash.to_numpy()), np.argsort(b.image_hash.to_numpy())
+            same_keys = a.image_hash.to_numpy()[ia].tolist() == b.image_hash.to_numpy()[ib].tolist()
+            max_diff = float(np.abs(ea[ia] - eb[ib]).max()) if same_keys and len(ia) else None
+    finally:
+        ray.shutdown()
+    res = {
+        "images": local.embedded, "local_images_per_s": local.images_per_s, "ray_images_per_s": rs.images_per_s,
+        "ray_over_local": rs.images_per_s / local.images_per_s if local.images_per_s else None,
+        "local_seconds": local.seconds, "ray_seconds": rs.seconds, "ray_init_seconds": init_s,
+        "same_keys": same_keys, "max_abs_vector_difference": max_diff,
+        "config": {**vars(args), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine()},
+    }
+    out = ROOT / "bench" / "results" / "embed_ray.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
