@@ -28,6 +28,14 @@ def nih_dir() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def lung_dir() -> Path:
+    root = shared_data_dir() / "lung-masks"
+    if not (root / "manifest.csv").is_file():
+        pytest.skip(f"lung-masks data not found at {root} (expected ../shared/data/lung-masks; set RADLENS_SHARED_DATA)")
+    return root
+
+
 def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `radlens ...` in a fresh interpreter, as a user's shell would."""
     proc = subprocess.run([sys.executable, "-m", "radlens.cli", *args], capture_output=True, text=True,

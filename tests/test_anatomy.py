@@ -16,21 +16,13 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import run_cli, shared_data_dir
+from conftest import run_cli
 from radlens.anatomy import STRUCTURES, AnatomyModel, measure, segment
 from radlens.anatomy import data as D
 from radlens.anatomy.postprocess import clean_lungs, split_lungs
 
 HELDOUT_LUNG_DICE_FLOOR = 0.93  # the bar, per-patient mean on the lung-masks test patients
 HELDOUT_LUNG_PATIENT_MIN = 0.80  # a regression floor; the worst test patient is at 0.83
-
-
-@pytest.fixture(scope="session")
-def lung_dir() -> Path:
-    root = shared_data_dir() / "lung-masks"
-    if not (root / "manifest.csv").is_file():
-        pytest.skip(f"lung-masks data not found at {root} (expected ../shared/data/lung-masks; set RADLENS_SHARED_DATA)")
-    return root
 
 
 # ------------------------------------------------------------------------------------------- pure functions

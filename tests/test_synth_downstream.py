@@ -7,26 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, shared_data_dir
+from conftest import run_cli
 
 
-@pytest.fixture(scope="module")
-def lung_root():
-    root = shared_data_dir() / "lung-masks"
-    if not (root / "manifest.csv").is_file():
-        pytest.skip(f"lung-masks data not found at {root} (expected ../shared/data/lung-masks)")
-    return root
-
-
-@pytest.fixture(scope="module")
-def nih():
-    root = shared_data_dir() / "nih-cxr14"
-    if not (root / "manifest.csv").is_file():
-        pytest.skip(f"NIH data not found at {root} (expected ../shared/data/nih-cxr14)")
-    return root
-
-
-def test_segmenter_learns_lungs_from_six_real_images(lung_root):
+def test_segmenter_learns_lungs_from_six_real_images(lung_dir):
     """The downstream segmenter is a real learner: from 6 human masks its loss falls and held-out patients get
     lung Dice well above what a blank or a fixed blob would (a centred lung-shaped box scores ~0.6)."""
     import torch
@@ -34,7 +18,7 @@ def test_segmenter_learns_lungs_from_six_real_images(lung_root):
     from radlens.synth.downstream import dice_per_patient, real_lungs, train_segmenter
 
     torch.set_num_threads(1)
-    pool, test = real_lungs(lung_root, 128, "train"), real_lungs(lung_root, 128, "test")
+    pool, test = real_lungs(lung_dir, 128, "train"), real_lungs(lung_dir, 128, "test")
     assert set(pool.patients).isdisjoint(test.patients)
     model, losses = train_segmenter(pool.take(np.arange(6)), None, steps=120, seed=0)
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
@@ -42,7 +26,7 @@ def test_segmenter_learns_lungs_from_six_real_images(lung_root):
     assert d["patients"] == len(set(test.patients)) and d["mean"] >= 0.78, d
 
 
-def test_synthetic_pairs_carry_their_conditioning_lungs(lung_root):
+def test_synthetic_pairs_carry_their_conditioning_lungs(lung_dir):
     """Kept synthetic pairs: images in [0, 1] at the asked size, lung targets of plausible area, and the anatomy
     expert run on the synthetic image finds lungs where the target says (the pair is usable as a label)."""
     from radlens.anatomy import api as anatomy
@@ -60,10 +44,10 @@ def test_synthetic_pairs_carry_their_conditioning_lungs(lung_root):
 
 
 @pytest.mark.slow
-def test_evaluate_images_cli_measures_everything(nih, lung_root, tmp_path):
+def test_evaluate_images_cli_measures_everything(nih_dir, lung_dir, tmp_path):
     """`radlens synth evaluate --part images`, cut down: every measurement issue 8 asks for is present and sane."""
     out = tmp_path / "ev"
-    run_cli("synth", "evaluate", "--part", "images", "--nih", str(nih), "--lung-masks", str(lung_root), "--out",
+    run_cli("synth", "evaluate", "--part", "images", "--nih", str(nih_dir), "--lung-masks", str(lung_dir), "--out",
             str(out), "--limit", "48", "--downstream-steps", "40", "--downstream-seeds", "1",
             "--downstream-synthetic", "12", "--downstream-real", "4")
     r = json.loads((out / "synth_images_eval.json").read_text())

@@ -249,6 +249,15 @@ def _evaluate(model: torch.nn.Module, test: SegData, task: str) -> dict[str, Any
     return out
 
 
+# task -> (description, real-data loader, (pool split, test split), default real images per seed, data folder)
+TASKS = {
+    "lungs": ("lung segmentation, lung-masks test patients (human masks)", real_lungs, ("train", "test"), 6,
+              "lung-masks"),
+    "findings": ("finding segmentation/detection, NIH eval images with boxes/polygons", real_findings,
+                 ("train", "eval"), 32, "NIH"),
+}
+
+
 def downstream(task: str, *, lung_root: Path | None = None, nih_root: Path | None = None, n_real: int | None = None,
                n_synthetic: int = 192, seeds: Sequence[int] = (0, 1, 2), steps: int = 600, size: int = 128,
                generator: str | None = None, filter_dir: str | None = None, threads: int | None = None
@@ -257,20 +266,14 @@ def downstream(task: str, *, lung_root: Path | None = None, nih_root: Path | Non
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
-    if task == "lungs":
-        if lung_root is None:
-            raise ValueError("the lungs task needs the lung-masks folder")
-        pool, test = real_lungs(lung_root, size, "train"), real_lungs(lung_root, size, "test")
-        n_real = n_real or 6
-        name = "lung segmentation, lung-masks test patients (human masks)"
-    elif task == "findings":
-        if nih_root is None:
-            raise ValueError("the findings task needs the NIH folder")
-        pool, test = real_findings(nih_root, size, "train"), real_findings(nih_root, size, "eval")
-        n_real = n_real or 32
-        name = "finding segmentation/detection, NIH eval images with boxes/polygons"
-    else:
-        raise ValueError(f"unknown downstream task {task!r} (lungs, findings)")
+    if task not in TASKS:
+        raise ValueError(f"unknown downstream task {task!r} ({', '.join(TASKS)})")
+    name, loader, (train_split, test_split), default_real, folder_name = TASKS[task]
+    root = {"lungs": lung_root, "findings": nih_root}[task]
+    if root is None:
+        raise ValueError(f"the {task} task needs the {folder_name} folder")
+    pool, test = loader(root, size, train_split), loader(root, size, test_split)
+    n_real = n_real or default_real
     synth, synth_info = synthetic_pairs(n_synthetic, size, task=task, generator=generator, filter_dir=filter_dir)
     runs = []
     for seed in seeds:
