@@ -44,6 +44,38 @@ def test_short_training_run_learns_and_resumes(smoke_run):
     assert again["step"] == state["step"] and len(again["history"]) == 4
 
 
+def test_init_from_starts_from_the_given_generator(smoke_run, tmp_path):
+    """--init-from: a run with no epochs left exports exactly the weights it started from, and records them."""
+    from safetensors.torch import load_file
+
+    from radlens.synth.gen_train import GenTrainConfig, train
+
+    out, cfg, _ = smoke_run
+    cfg2 = GenTrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "warm"), "epochs": 0,
+                             "init_from": str(out / "final")})
+    train(cfg2)
+    a, b = load_file(str(out / "final" / "model.safetensors")), load_file(str(tmp_path / "warm" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+    assert json.loads((tmp_path / "warm" / "final" / "config.json").read_text())["recipe"]["init_from"] == str(out / "final")
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        train(GenTrainConfig(**{**cfg2.__dict__, "out": str(tmp_path / "cold"), "init_from": str(tmp_path)}))
+
+
+def test_lesion_l1_weighs_only_finding_pixels():
+    import torch
+
+    from radlens.synth.condition import ANATOMY, N_COND
+    from radlens.synth.gen_train import lesion_l1
+
+    real, fake = torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    fake[:, :, :4] = 1.0  # wrong everywhere in the top half
+    cond = torch.zeros(2, N_COND, 8, 8)
+    cond[:, :len(ANATOMY)] = 1.0  # anatomy planes do not count
+    assert float(lesion_l1(fake, real, cond)) == 0.0
+    cond[0, len(ANATOMY), 2:6, :] = 1.0  # a finding over rows 2-5: half of it inside the wrong top half
+    assert float(lesion_l1(fake, real, cond)) == pytest.approx(0.5)
+
+
 def test_generator_artefact_round_trip_and_refusals(smoke_run, tmp_path):
     out, _, _ = smoke_run
     gen = ImageGenerator(out / "final")
@@ -129,7 +161,7 @@ def test_generate_cli_writes_a_filtered_labelled_set(tmp_path):
     man = pd.read_csv(out / "manifest.csv")
     rej = pd.read_csv(out / "rejected.csv")
     assert len(man) == gen["kept"] and len(man) + len(rej) == 6
-    assert gen["generator_id"].startswith("radlens-cxr-generator-v1@") and gen["prior_id"].startswith("radlens-maskprior")
+    assert gen["generator_id"] == ImageGenerator().model_id and gen["prior_id"].startswith("radlens-maskprior")
     coco = json.loads((out / "coco.json").read_text())
     assert len(coco["images"]) == len(man)
     names = {c["id"]: c["name"] for c in coco["categories"]}

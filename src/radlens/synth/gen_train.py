@@ -56,6 +56,7 @@ class GenTrainConfig:
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
     lesion_l1: float = 0.0  # extra L1 on finding-plane pixels, averaged over their area (see module docstring)
     init_from: str | None = None  # generator folder (model.safetensors) to start G from; D starts fresh
+    version: str = "v2"  # the exported generator's version (its id: radlens-cxr-generator-<version>@<sha256[:12]>)
 
 
 def jitter(x: torch.Tensor, c: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +188,7 @@ def _generator_weights(folder: Path) -> dict[str, torch.Tensor]:
     f = folder / "model.safetensors"
     if not f.is_file():
         raise FileNotFoundError(f"--init-from {folder}: no model.safetensors there (a generator folder, e.g. a "
-                                f"run's final/ or the packaged radlens-cxr-generator-v1)")
+                                f"run's final/ or the packaged generator)")
     return read_safetensors(f)
 
 
@@ -230,7 +231,7 @@ def export(G: CondUNet, cfg: GenTrainConfig, state: dict, folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(tmp / "model.safetensors"))
         digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()[:12]
         (tmp / "config.json").write_text(json.dumps({
-            "kind": KIND, "version": "v1", "model_id": f"{KIND}-v1@{digest}", "size": cfg.size,
+            "kind": KIND, "version": cfg.version, "model_id": f"{KIND}-{cfg.version}@{digest}", "size": cfg.size,
             "widths": list(cfg.widths), "planes": list(PLANES), "labels": list(LABELS), "parameters": parameters(G),
             "epochs": state["epoch"], "steps": state["step"], "train_seconds": round(state["seconds"], 1),
             "recipe": {k: getattr(cfg, k) for k in ("batch_size", "lr", "l1", "fm", "lesion_l1", "disc_width", "seed",
