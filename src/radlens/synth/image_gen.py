@@ -20,7 +20,7 @@ import torch
 from radlens.synth.condition import LABELS, PLANES, condition_tensor, label_vector, planes_from_sample
 from radlens.synth.generator import CondUNet
 
-PACKAGED_GENERATOR = Path(__file__).parent / "weights" / "radlens-cxr-generator-v1"
+PACKAGED_GENERATOR = Path(__file__).parent / "weights" / "radlens-cxr-generator-v2"
 
 
 class ImageGenerator:
