@@ -48,6 +48,8 @@ _ADDRESS_OPT = typer.Option(None, "--address", help="--engine ray: an existing c
 _NUM_CPUS_OPT = typer.Option(None, "--num-cpus", min=1, help="--engine ray without --address: CPUs of the local "
                                                              "instance (default: all).")
 _ACTORS_OPT = typer.Option(1, "--actors", min=1, help="--engine ray: encoder actors (each loads the model once).")
+_DECODE_BATCH_OPT = typer.Option(16, "--decode-batch", min=1, help="--engine ray: files per decode task (larger "
+                                                                   "tasks amortise Ray's per-task cost on big runs).")
 _GPUS_OPT = typer.Option(0.0, "--gpus-per-actor", min=0.0, help="--engine ray: GPUs per encoder actor (> 0 runs the "
                                                                  "encoder on CUDA; fractions share a GPU).")
 
@@ -57,11 +59,12 @@ def _check_engine(engine: str) -> None:
         raise typer.BadParameter(f"expected local or ray, not {engine!r}", param_hint="--engine")
 
 
-def _ray_options(address: Optional[str], num_cpus: Optional[int], actors: int, gpus_per_actor: float, batch_size: int):
+def _ray_options(address: Optional[str], num_cpus: Optional[int], actors: int, gpus_per_actor: float, batch_size: int,
+                 decode_batch: int):
     from radlens.store.ray_engine import RayOptions
 
     return RayOptions(address=address, num_cpus=num_cpus, actors=actors, gpus_per_actor=gpus_per_actor,
-                      batch_size=batch_size)
+                      batch_size=batch_size, decode_batch=decode_batch)
 
 
 @app.command()
@@ -80,7 +83,7 @@ def embed(
                                         help="Let the encoder's upstream library download its weights when --weights "
                                              "is not given (families that have one); off by default."),
     engine: str = _ENGINE_OPT, address: Optional[str] = _ADDRESS_OPT, num_cpus: Optional[int] = _NUM_CPUS_OPT,
-    actors: int = _ACTORS_OPT, gpus_per_actor: float = _GPUS_OPT,
+    actors: int = _ACTORS_OPT, gpus_per_actor: float = _GPUS_OPT, decode_batch: int = _DECODE_BATCH_OPT,
 ) -> None:
     """Embed radiographs into a resumable store; bad files go to <out>/_quarantine.csv."""
     from radlens.encoders import get
@@ -112,7 +115,7 @@ def embed(
             spec = EncoderSpec(encoder, weights=str(weights) if weights else None, kwargs=kwargs)
             summary = embed_to_store_ray(source, out, spec, limit=limit, chunk_rows=chunk_rows, progress=progress,
                                          provenance=provenance,
-                                         options=_ray_options(address, num_cpus, actors, gpus_per_actor, batch_size))
+                                         options=_ray_options(address, num_cpus, actors, gpus_per_actor, batch_size, decode_batch))
     s = summary
     info = read_info(out)
     typer.echo(f"encoder {info.encoder_id} (preprocess {info.preprocess_hash}); engine {engine}")
@@ -277,7 +280,7 @@ def predict(
     split: Optional[str] = _SPLIT_OPT,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per encoder forward pass."),
     engine: str = _ENGINE_OPT, address: Optional[str] = _ADDRESS_OPT, num_cpus: Optional[int] = _NUM_CPUS_OPT,
-    actors: int = _ACTORS_OPT, gpus_per_actor: float = _GPUS_OPT,
+    actors: int = _ACTORS_OPT, gpus_per_actor: float = _GPUS_OPT, decode_batch: int = _DECODE_BATCH_OPT,
 ) -> None:
     """Probabilities and decisions at the adapter's stored operating point (CSV + summary JSON + HTML).
 
@@ -287,7 +290,7 @@ def predict(
 
     _check_engine(engine)
     s = run_predict(adapter, inputs, out, kind=operating_point, weights=weights, split=split, batch_size=batch_size,
-                    engine=engine, ray_options=_ray_options(address, num_cpus, actors, gpus_per_actor, batch_size)
+                    engine=engine, ray_options=_ray_options(address, num_cpus, actors, gpus_per_actor, batch_size, decode_batch)
                     if engine == "ray" else None)
     typer.echo(f"{s['images']} images predicted ({s['quarantined']} quarantined) at the {s['operating_point']} operating "
                f"point; {out}")

@@ -60,7 +60,7 @@ class RayOptions:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     batch_size: int = 32
-    decode_batch: int = 64  # files per decode task: fewer, larger tasks amortise Ray's per-task cost (bench/embed_ray.py)
+    decode_batch: int = 16
 
 
 @dataclass(frozen=True)
