@@ -281,7 +281,8 @@ def downstream(task: str, *, lung_root: Path | None = None, nih_root: Path | Non
         first = {}  # one image per patient first, so n_real images are n_real patients where the pool allows
         for i in rng.permutation(len(pool)):
             first.setdefault(pool.patients[i], int(i))
-        order = list(first.values()) + [i for i in rng.permutation(len(pool)) if i not in set(first.values())]
+        firsts = set(first.values())
+        order = list(first.values()) + [int(i) for i in rng.permutation(len(pool)) if i not in firsts]
         real = pool.take(np.array(order[:n_real]))
         row = {"seed": int(seed), "real_images": int(len(real)), "real_patients": int(len(set(real.patients)))}
         for arm, syn in (("real_only", None), ("real_plus_synthetic", synth)):
