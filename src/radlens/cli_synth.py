@@ -77,9 +77,15 @@ def evaluate(
 ) -> None:
     """Masks: pass rate of the consistency checks and location distance to real lesions, per finding. Images:
     filter pass rates and the 16-pair contact sheet, Fréchet distance / precision / recall against real-vs-real,
-    real-vs-synthetic AUC, memorization, and (with --lung-masks) the downstream segmentation test."""
+    real-vs-synthetic AUC, memorization, and the downstream segmentation tests (findings on NIH; lungs with
+    --lung-masks)."""
+    from radlens.synth.downstream import TASKS
+
     if part not in ("masks", "images", "all"):
         raise typer.BadParameter("masks, images or all", param_hint="--part")
+    tasks = tuple(t.strip() for t in downstream_tasks.split(",") if t.strip())
+    if not set(tasks) <= set(TASKS):
+        raise typer.BadParameter(f"choose from {', '.join(TASKS)}", param_hint="--downstream-tasks")
     if part in ("masks", "all"):
         from radlens.synth.evaluate import evaluate as run
 
@@ -95,7 +101,7 @@ def evaluate(
                         filter_dir=str(filter_dir) if filter_dir else None, seed=seed, limit=limit,
                         downstream={"n_real": downstream_real, "n_synthetic": downstream_synthetic,
                                     "steps": downstream_steps, "seeds": tuple(range(downstream_seeds))},
-                        tasks=tuple(t.strip() for t in downstream_tasks.split(",") if t.strip()))
+                        tasks=tasks)
         typer.echo((out / "synth_images_eval.md").read_text())
         typer.echo(f"contact sheet: {out / 'contact_sheet.png'}")
 

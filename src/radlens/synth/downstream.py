@@ -93,9 +93,9 @@ def synthetic_pairs(n: int, size: int, *, task: str = "lungs", prompts: Sequence
                     ) -> tuple[SegData, dict[str, Any]]:
     """Kept synthetic pairs (filtered by the expert filter) with the task's target from their conditioning masks,
     ~n drawn in all, spread over the task's prompts."""
-    from radlens.synth.checks import check_sample
     from radlens.synth.condition import resize_planes
     from radlens.synth.expert_filter import ExpertFilter
+    from radlens.synth.generate_job import render_and_judge
     from radlens.synth.image_gen import ImageGenerator
     from radlens.synth.prompt import parse_prompt
     from radlens.synth.sampler import MaskSampler
@@ -107,9 +107,7 @@ def synthetic_pairs(n: int, size: int, *, task: str = "lungs", prompts: Sequence
     for k, p in enumerate(prompts):
         parsed = parse_prompt(p)
         samples = sampler.sample(parsed, n=per, seed=seed * 1000 + k)
-        imgs = gen.generate(samples, seed=seed * 1000 + k)
-        viol = [[str(v) for v in check_sample(s, parsed, sampler.prior)] for s in samples]
-        qc = filt.judge(imgs, samples, mask_violations=viol)
+        imgs, qc = render_and_judge(samples, parsed, sampler.prior, gen, filt, seed * 1000 + k)
         drawn += len(samples)
         for im, s, q in zip(imgs, samples, qc):
             if not q.passed:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -54,7 +53,7 @@ class GenTrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
-    lesion_l1: float = 0.0  # extra L1 on finding-plane pixels, averaged over their area (see module docstring)
+    lesion_l1: float = 10.0  # extra L1 on finding-plane pixels, averaged over their area (see module docstring)
     init_from: str | None = None  # generator folder (model.safetensors) to start G from; D starts fresh
     version: str = "v2"  # the exported generator's version (its id: radlens-cxr-generator-<version>@<sha256[:12]>)
 

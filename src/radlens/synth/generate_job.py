@@ -17,6 +17,14 @@ from radlens.synth.prompt import parse_prompt
 from radlens.synth.sampler import MaskSampler
 
 
+def render_and_judge(samples, parsed, prior, gen, filt, seed: int):
+    """Images for mask samples and their QC: the masks' own consistency checks, then the expert filter. The one
+    place generation and evaluation draw filtered pairs, so both judge pairs the same way. Returns (images, qcs)."""
+    violations = [[str(v) for v in check_sample(s, parsed, prior)] for s in samples]
+    images = gen.generate(samples, seed=seed)
+    return images, filt.judge(images, samples, mask_violations=violations)
+
+
 def generate(prompt: str, n: int, seed: int, out: Path, *, generator: str | None = None, filter_dir: str | None = None,
              prior: str | None = None, dicom: bool = False, sex: str | None = None, age: float | None = None,
              view: str | None = None) -> dict[str, Any]:
@@ -37,9 +45,7 @@ def generate(prompt: str, n: int, seed: int, out: Path, *, generator: str | None
                          "run `radlens synth fit-filter --size` for this generator")
     samples = [sampler.sample_one(parsed, seed, i, sex=sex, age=age, view=view)
                for i in track(range(n), description="masks", transient=True)]
-    violations = [[str(v) for v in check_sample(s, parsed, sampler.prior)] for s in samples]
-    images = gen.generate(samples, seed=seed)
-    qcs = filt.judge(images, samples, mask_violations=violations)
+    images, qcs = render_and_judge(samples, parsed, sampler.prior, gen, filt, seed)
     pairs = [{"id": f"{seed:04d}-{i:05d}", "image": images[i], "sample": samples[i], "prompt": prompt,
               "qc": qcs[i].to_json()} for i in range(n)]
     provenance = {"prompt": prompt, "seed": seed, "n": n, "prior_id": sampler.prior.prior_id,

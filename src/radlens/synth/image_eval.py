@@ -9,7 +9,6 @@ import collections
 from pathlib import Path
 from typing import Any, Sequence
 
-from radlens.synth.checks import check_sample
 from radlens.synth.prompt import parse_prompt
 from radlens.synth.sampler import MaskSampler
 
@@ -26,6 +25,7 @@ def showcase(out: Path, *, generator: str | None = None, filter_dir: str | None 
              seed: int = 0) -> dict[str, Any]:
     """`contact_sheet.png` with `per_prompt` pairs per prompt, and the filter's pass rate on `n_rate` pairs each."""
     from radlens.synth.expert_filter import ExpertFilter
+    from radlens.synth.generate_job import render_and_judge
     from radlens.synth.image_gen import ImageGenerator
     from radlens.synth.render import pair_sheet
 
@@ -34,9 +34,7 @@ def showcase(out: Path, *, generator: str | None = None, filter_dir: str | None 
     for p in prompts:
         parsed = parse_prompt(p)
         samples = sampler.sample(parsed, n=max(per_prompt, n_rate), seed=seed)
-        images = gen.generate(samples, seed=seed)
-        viol = [[str(v) for v in check_sample(s, parsed, sampler.prior)] for s in samples]
-        qc = filt.judge(images, samples, mask_violations=viol)
+        images, qc = render_and_judge(samples, parsed, sampler.prior, gen, filt, seed)
         rows.append((p, [(images[i], samples[i], qc[i].passed) for i in range(per_prompt)]))
         reasons = collections.Counter(r.split(":")[0] + ":" + r.split(":")[1].split()[0] for q in qc for r in q.reasons)
         rates.append({"prompt": p, "n": len(qc), "kept": sum(q.passed for q in qc), "reasons": dict(reasons),
@@ -152,12 +150,12 @@ def images_markdown(r: dict[str, Any]) -> str:
               f"| precision | {_ms(pr['real_vs_real'], 'precision')} | {_ms(pr['real_vs_fake'], 'precision')} |",
               f"| recall | {_ms(pr['real_vs_real'], 'recall')} | {_ms(pr['real_vs_fake'], 'recall')} |", ""]
     auc = e["real_vs_synthetic_auc"]
-    lines.append(f"- real-vs-synthetic AUC: " + (f"{auc['auc']:.3f} (95 % CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
+    lines.append("- real-vs-synthetic AUC: " + (f"{auc['auc']:.3f} (95 % CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
                                                   if "auc" in auc else f"failed: {auc.get('error')}"))
     m = e["memorization"]
     lines.append(f"- memorization: median distance to the nearest training image {m['median_fake_to_train']:.4f} synthetic vs "
                  f"{m['median_real_to_train']:.4f} real held-out (ratio {m['ratio']:.2f}); {m['frac_fake_below']:.1%} of "
-                 f"synthetic images below the real {m['percentile']:.0f}th percentile; exact copies "
+                 f"synthetic images closer than the {m['percentile']:g} % quantile of real-to-train distances; exact copies "
                  f"{m['n_exact_copies']}")
     for d in r.get("downstream", {}).values():
         s = d["summary"]
